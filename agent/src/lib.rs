@@ -1,0 +1,3 @@
+//! The egress-guard agent library.
+
+pub mod policy;

@@ -1,0 +1,17 @@
+//! What the egress-guard kernel programs and the agent share.
+//!
+//! - [`maps`]: the names and the key/value layouts of every BPF map, and the
+//!   codes stored in them. This is the ABI between the kernel side and the
+//!   agent; [`maps::LAYOUT_VERSION`] names it.
+//! - [`parse`]: the packet parser. The XDP program, the TC program and the host
+//!   (unit tests, fuzzing) all run this one parser over their own
+//!   [`parse::PacketBytes`] implementation.
+//! - [`classify`]: the pure part of the verdict on a parsed packet.
+//!
+//! The crate is `no_std`. The `user` feature adds the host-only parts
+//! (`aya::Pod` impls) that the agent needs.
+#![cfg_attr(not(test), no_std)]
+
+pub mod classify;
+pub mod maps;
+pub mod parse;

@@ -1,0 +1,185 @@
+//! The BPF maps shared by the kernel programs and the agent.
+//!
+//! Every value type is `#[repr(C)]` with explicit padding, so that its layout is
+//! the same in the kernel object and in the agent, and no byte of it is
+//! uninitialised when the agent writes it.
+//!
+//! Map names are at most 15 bytes (the kernel's `BPF_OBJ_NAME_LEN` less the NUL).
+//!
+//! | map | type | key | value | written by |
+//! |---|---|---|---|---|
+//! | [`IFACES`] | hash | ingress ifindex (`u32`) | [`IfaceEntry`] | agent |
+//! | [`CONFIG`] | array[1] | `0u32` | [`Config`] | agent |
+//! | [`PORTS`] | array[1024] | port / 64 | bitmap word (`u64`) | agent |
+//! | [`ALLOW_V4`] | LPM trie | prefix + `[u8; 4]` | `u8` (1) | agent |
+//! | [`ALLOW_V6`] | LPM trie | prefix + `[u8; 16]` | `u8` (1) | agent |
+//! | [`COUNTERS`] | per-CPU hash | VM key (`u64`) | [`Counters`] | kernel |
+
+/// Version of the layout of every map in this module. Pinned maps live in a
+/// directory named after it, so an agent never reuses a pinned map whose layout
+/// it does not know. Bump it whenever a type, a key, a map type or a map's
+/// meaning here changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Ingress ifindex -> what to do with packets arriving there.
+pub const IFACES: &str = "EG_IFACES";
+/// Global settings of the policy in force (one entry, index 0).
+pub const CONFIG: &str = "EG_CONFIG";
+/// Held TCP destination ports, as a 65536-bit bitmap in 1024 `u64` words.
+pub const PORTS: &str = "EG_PORTS";
+/// IPv4 destinations the held ports are never held back towards.
+pub const ALLOW_V4: &str = "EG_ALLOW_V4";
+/// IPv6 destinations the held ports are never held back towards.
+pub const ALLOW_V6: &str = "EG_ALLOW_V6";
+/// Per-VM, per-reason counters of what was held back.
+pub const COUNTERS: &str = "EG_COUNTERS";
+
+/// Every shared map, in the order the agent checks and pins them.
+pub const ALL: [&str; 6] = [IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS];
+
+/// Number of `u64` words in the [`PORTS`] bitmap.
+pub const PORT_WORDS: u32 = 1024;
+
+/// Default capacity of [`IFACES`]; the agent sizes it from the policy.
+pub const DEFAULT_IFACES_CAPACITY: u32 = 4096;
+/// Default capacity of [`COUNTERS`]; the agent sizes it from the policy.
+pub const DEFAULT_COUNTERS_CAPACITY: u32 = 4096;
+/// Capacity of each allowed-destination trie.
+pub const ALLOW_CAPACITY: u32 = 16384;
+
+/// The word of the [`PORTS`] bitmap that holds `port`, and the bit in it.
+#[inline(always)]
+pub const fn port_slot(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1u64 << (port & 63))
+}
+
+/// Verdict stored in [`IfaceEntry::verdict`]. Any other value, and an
+/// interface with no entry, is treated as [`VERDICT_BLOCK`].
+pub const VERDICT_ALLOW: u32 = 1;
+/// The VM behind this interface is held back on the held ports.
+pub const VERDICT_BLOCK: u32 = 2;
+
+/// What the programs do with packets arriving on one interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceEntry {
+    /// The VM (or unknown interface) this interface belongs to; the key of
+    /// its [`COUNTERS`] entry. Stable across interface re-creation.
+    pub vm_key: u64,
+    /// [`VERDICT_ALLOW`] or [`VERDICT_BLOCK`].
+    pub verdict: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+}
+
+/// `Config::mode`: hold back what the policy says.
+pub const MODE_ENFORCE: u32 = 0;
+/// `Config::mode`: count and report what would be held back, hold nothing.
+pub const MODE_AUDIT: u32 = 1;
+
+/// `Config::action`: drop the packet.
+pub const ACTION_DROP: u32 = 0;
+/// `Config::action`: answer a SYN with a TCP RST, drop other segments.
+pub const ACTION_RESET: u32 = 1;
+/// `Config::action`: answer with ICMP / ICMPv6 administratively prohibited.
+pub const ACTION_ICMP: u32 = 2;
+
+/// Global settings, in [`CONFIG`] at index 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
+    pub mode: u32,
+    /// [`ACTION_DROP`], [`ACTION_RESET`] or [`ACTION_ICMP`].
+    pub action: u32,
+    /// Generation of the policy in force (for `status` and metrics).
+    pub generation: u64,
+}
+
+/// Why a packet was counted: the index into [`Counters`].
+pub mod reason {
+    /// A TCP segment to a held port from a blocked VM.
+    pub const POLICY: usize = 0;
+    /// Could be such a segment, but could not be parsed far enough to tell.
+    pub const MALFORMED: usize = 1;
+    /// A later IP fragment of TCP whose first fragment is not known.
+    pub const ORPHAN_FRAGMENT: usize = 2;
+    /// Would have been held back, but the policy is in audit mode.
+    pub const AUDIT: usize = 3;
+    /// A TCP RST was sent back to the VM.
+    pub const RESET_SENT: usize = 4;
+    /// An ICMP unreachable was sent back to the VM.
+    pub const ICMP_SENT: usize = 5;
+    /// A reply was not sent because the VM exceeded its reply rate.
+    pub const RATE_LIMITED: usize = 6;
+    /// Number of reasons (one spare slot).
+    pub const COUNT: usize = 8;
+    /// Names used by `status` and metrics, by index.
+    pub const NAMES: [&str; COUNT] = [
+        "policy",
+        "malformed",
+        "orphan-fragment",
+        "audit",
+        "reset-sent",
+        "icmp-sent",
+        "rate-limited",
+        "reserved",
+    ];
+}
+
+/// Packets and bytes per reason, for one VM, on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets: [u64; reason::COUNT],
+    pub bytes: [u64; reason::COUNT],
+}
+
+impl Counters {
+    /// Adds `other` into `self` (the agent sums the per-CPU values).
+    pub fn add(&mut self, other: &Counters) {
+        for i in 0..reason::COUNT {
+            self.packets[i] = self.packets[i].wrapping_add(other.packets[i]);
+            self.bytes[i] = self.bytes[i].wrapping_add(other.bytes[i]);
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] integers and arrays with explicit padding; every
+    // bit pattern is a valid value.
+    unsafe impl aya::Pod for super::IfaceEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        for name in ALL {
+            assert!(name.len() <= 15, "{name} is longer than 15 bytes");
+        }
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<IfaceEntry>(), 16);
+        assert_eq!(core::mem::size_of::<Config>(), 16);
+        assert_eq!(core::mem::size_of::<Counters>(), 16 * reason::COUNT);
+    }
+
+    #[test]
+    fn port_slots_cover_every_port_once() {
+        assert_eq!(port_slot(0), (0, 1));
+        assert_eq!(port_slot(25), (0, 1 << 25));
+        assert_eq!(port_slot(64), (1, 1));
+        assert_eq!(port_slot(587), (9, 1 << (587 - 576)));
+        assert_eq!(port_slot(u16::MAX), (PORT_WORDS - 1, 1 << 63));
+    }
+}
