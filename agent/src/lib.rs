@@ -1,3 +1,4 @@
 //! The egress-guard agent library.
 
+pub mod datapath;
 pub mod policy;

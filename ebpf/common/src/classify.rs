@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn tcp_to_another_port_passes() {
-        assert_eq!(classify(&ip(tcp_to(587), 6, Fragment::None), HELD), Class::Pass);
+        assert_eq!(
+            classify(&ip(tcp_to(587), 6, Fragment::None), HELD),
+            Class::Pass
+        );
     }
 
     #[test]
@@ -106,7 +109,10 @@ mod tests {
     #[test]
     fn non_ip_and_non_tcp_pass() {
         assert_eq!(classify(&Parsed::NotIp, HELD), Class::Pass);
-        assert_eq!(classify(&ip(Transport::Other, 17, Fragment::None), HELD), Class::Pass);
+        assert_eq!(
+            classify(&ip(Transport::Other, 17, Fragment::None), HELD),
+            Class::Pass
+        );
         assert_eq!(
             classify(&ip(Transport::Other, 17, Fragment::Later { id: 1 }), HELD),
             Class::Pass

@@ -13,5 +13,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod classify;
+#[cfg(any(test, feature = "craft"))]
+pub mod craft;
 pub mod maps;
 pub mod parse;

@@ -1,0 +1,250 @@
+//! Typed handles on the shared maps, their expected shapes, and the check
+//! that a pinned map may be reused.
+
+use std::path::PathBuf;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuHashMap},
+};
+use egress_guard_common::maps::{self as shared, Config, Counters, IfaceEntry};
+use thiserror::Error;
+
+use super::{DatapathError, PinDir};
+
+#[derive(Debug, Error)]
+pub enum MapsError {
+    #[error("the kernel object declares no map {0}")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinned map {path}: {source}")]
+    Pinned {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error(
+        "pinned map {path} is {found}, but this build of egress-guard expects {expected}; \
+         it was made by another build: run `egress-guard detach` for this pin directory, \
+         or start the build that made it"
+    )]
+    Incompatible {
+        path: PathBuf,
+        found: MapShape,
+        expected: MapShape,
+    },
+    #[error("pinned map {path} holds {found} entries at most, and the policy needs {needed}")]
+    TooSmall {
+        path: PathBuf,
+        found: u32,
+        needed: u32,
+    },
+}
+
+/// How many entries the policy-sized maps hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Enforced interfaces.
+    pub ifaces: u32,
+    /// VMs (and unknown interfaces) with counters.
+    pub counters: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Self {
+            ifaces: shared::DEFAULT_IFACES_CAPACITY,
+            counters: shared::DEFAULT_COUNTERS_CAPACITY,
+        }
+    }
+}
+
+impl Capacities {
+    /// Room for `vms` VMs plus as many unknown interfaces, rounded up to a
+    /// power of two. The hash maps are not preallocated, so unused room
+    /// costs only the bucket array (16 bytes an entry).
+    pub fn for_vms(vms: usize) -> Self {
+        let wanted = u32::try_from(vms.saturating_mul(2)).unwrap_or(u32::MAX / 2);
+        let size = wanted
+            .max(shared::DEFAULT_IFACES_CAPACITY)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << 31);
+        Self {
+            ifaces: size,
+            counters: size,
+        }
+    }
+}
+
+/// What the kernel reports of a map, as far as reuse is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+impl std::fmt::Display for MapShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "type {} key {}B value {}B max {} flags {:#x}",
+            self.map_type, self.key_size, self.value_size, self.max_entries, self.flags
+        )
+    }
+}
+
+/// The shapes the embedded object declares, with the policy-sized maps at
+/// `capacities`.
+pub(super) fn expected_shapes(
+    object: &[u8],
+    capacities: Capacities,
+) -> Result<Vec<(&'static str, MapShape)>, DatapathError> {
+    let object = aya_obj::Object::parse(object)?;
+    shared::ALL
+        .iter()
+        .map(|&name| {
+            let map = object.maps.get(name).ok_or(MapsError::Missing(name))?;
+            let max_entries = match name {
+                shared::IFACES => capacities.ifaces,
+                shared::COUNTERS => capacities.counters,
+                _ => map.max_entries(),
+            };
+            Ok((
+                name,
+                MapShape {
+                    map_type: map.map_type(),
+                    key_size: map.key_size(),
+                    value_size: map.value_size(),
+                    max_entries,
+                    flags: map.map_flags(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Refuses pinned maps this build cannot use. A map that is not pinned yet
+/// is fine (it will be created).
+pub(super) fn check_pinned(
+    pins: &PinDir,
+    expected: &[(&'static str, MapShape)],
+) -> Result<(), MapsError> {
+    for (name, want) in expected {
+        let path = pins.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let found = pinned_shape(&path)?;
+        let same_kind = MapShape {
+            max_entries: want.max_entries,
+            ..found
+        } == *want;
+        if !same_kind {
+            return Err(MapsError::Incompatible {
+                path,
+                found,
+                expected: *want,
+            });
+        }
+        if found.max_entries < want.max_entries {
+            return Err(MapsError::TooSmall {
+                path,
+                found: found.max_entries,
+                needed: want.max_entries,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn pinned_shape(path: &std::path::Path) -> Result<MapShape, MapsError> {
+    let info = MapInfo::from_pin(path).map_err(|source| MapsError::Pinned {
+        path: path.to_owned(),
+        source,
+    })?;
+    let map_type = info.map_type().map_err(|source| MapsError::Pinned {
+        path: path.to_owned(),
+        source,
+    })? as u32;
+    Ok(MapShape {
+        map_type,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+        flags: info.map_flags(),
+    })
+}
+
+/// The shared maps, typed.
+pub struct Maps {
+    pub ifaces: HashMap<MapData, u32, IfaceEntry>,
+    pub config: Array<MapData, Config>,
+    pub ports: Array<MapData, u64>,
+    pub allow_v4: LpmTrie<MapData, [u8; 4], u8>,
+    pub allow_v6: LpmTrie<MapData, [u8; 16], u8>,
+    pub counters: PerCpuHashMap<MapData, u64, Counters>,
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object (the programs keep their own
+    /// references).
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Self::build(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))
+    }
+
+    /// Opens the pinned maps of an agent, without loading any program (for
+    /// `status`). Fails if a map is missing or has another shape.
+    pub fn open_pinned(pins: &PinDir) -> Result<Self, MapsError> {
+        Self::build(|name| {
+            let path = pins.map(name);
+            let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
+                path: path.clone(),
+                source,
+            })?;
+            Map::from_map_data(data).map_err(|source| MapsError::Pinned { path, source })
+        })
+    }
+
+    fn build(
+        mut get: impl FnMut(&'static str) -> Result<Map, MapsError>,
+    ) -> Result<Self, MapsError> {
+        fn typed<T>(name: &'static str, map: Map) -> Result<T, MapsError>
+        where
+            T: TryFrom<Map, Error = MapError>,
+        {
+            T::try_from(map).map_err(|source| MapsError::Map { name, source })
+        }
+        Ok(Self {
+            ifaces: typed(shared::IFACES, get(shared::IFACES)?)?,
+            config: typed(shared::CONFIG, get(shared::CONFIG)?)?,
+            ports: typed(shared::PORTS, get(shared::PORTS)?)?,
+            allow_v4: typed(shared::ALLOW_V4, get(shared::ALLOW_V4)?)?,
+            allow_v6: typed(shared::ALLOW_V6, get(shared::ALLOW_V6)?)?,
+            counters: typed(shared::COUNTERS, get(shared::COUNTERS)?)?,
+        })
+    }
+
+    /// The counters of every VM key, summed over CPUs.
+    pub fn counters_by_key(&self) -> Result<std::collections::HashMap<u64, Counters>, MapsError> {
+        let mut totals = std::collections::HashMap::new();
+        for item in self.counters.iter() {
+            let (key, per_cpu) = item.map_err(|source| MapsError::Map {
+                name: shared::COUNTERS,
+                source,
+            })?;
+            let total: &mut Counters = totals.entry(key).or_default();
+            for value in per_cpu.iter() {
+                total.add(value);
+            }
+        }
+        Ok(totals)
+    }
+}
