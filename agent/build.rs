@@ -30,8 +30,8 @@ fn main() -> anyhow::Result<()> {
     // The shared crate is compiled into the programs: rebuild when it changes.
     println!("cargo:rerun-if-changed={}", root_dir.join("../common/src"));
     println!("cargo:rerun-if-env-changed=EGRESS_GUARD_EBPF_TOOLCHAIN");
-    let toolchain = std::env::var("EGRESS_GUARD_EBPF_TOOLCHAIN")
-        .unwrap_or_else(|_| EBPF_TOOLCHAIN.to_owned());
+    let toolchain =
+        std::env::var("EGRESS_GUARD_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.to_owned());
     let package = Package {
         name: ebpf.name.as_str(),
         root_dir: root_dir.as_str(),

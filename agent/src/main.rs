@@ -1,1 +1,176 @@
-fn main() {}
+//! The `egress-guard` command line. Exit status: 0 success; 2 usage errors
+//! and invalid policies; 1 anything else.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use egress_guard::{
+    cmd::{self, DEFAULT_PIN_DIR, Format, Location},
+    policy::PolicyError,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "egress-guard",
+    version,
+    about = "Holds back outbound SMTP (TCP 25) from VMs that are not entitled to send mail directly.",
+    long_about = None,
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct Where {
+    /// Directory on bpffs for this agent's pinned maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Directory for the agent's state [default: under /run/egress-guard, named after --pin-dir].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enforce a policy on every VM interface, and keep enforcing it.
+    Run {
+        /// The policy file (YAML, version 1).
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        #[command(flatten)]
+        location: Where,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate a policy and print each VM's verdict and reason.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The time to evaluate at (RFC 3339) [default: now].
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        at: Option<DateTime<Utc>>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show what is enforced, whether or not an agent is running.
+    Status {
+        #[command(flatten)]
+        location: Where,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Remove every program, link, map and pin of a pin directory.
+    Detach {
+        #[command(flatten)]
+        location: Where,
+    },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-01-31T12:00:00Z)"))
+}
+
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EGRESS_GUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// An error with its exit status, printed once. A policy's diagnostics are
+/// printed as they are, one `file:line:col: message` a line, so that editors
+/// and CI tools can jump to them.
+fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
+    if code == 2 {
+        eprintln!("{error}");
+    } else {
+        eprintln!("egress-guard: {}", egress_guard::error_chain(error));
+    }
+    ExitCode::from(code)
+}
+
+fn policy_exit(e: &PolicyError) -> u8 {
+    match e {
+        PolicyError::Invalid(_) => 2,
+        PolicyError::Io { .. } => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &*anyhow::anyhow!(e).context("starting the runtime")),
+    };
+    match cli.command {
+        Command::Run {
+            policy,
+            location,
+            log_format,
+        } => {
+            init_logs(log_format, "info");
+            let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
+            let options = cmd::run::RunOptions { policy, location };
+            match runtime.block_on(cmd::run::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.exit_code(), &e),
+            }
+        }
+        Command::Check { policy, at, format } => {
+            init_logs(LogFormat::Text, "warn");
+            match cmd::check::check(&policy, at.unwrap_or_else(Utc::now), format) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(policy_exit(&e), &e),
+            }
+        }
+        Command::Status { location, format } => {
+            init_logs(LogFormat::Text, "warn");
+            let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
+            match runtime.block_on(cmd::status::status(&location)) {
+                Ok(status) => {
+                    print!("{}", cmd::status::render(&status, format));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &e),
+            }
+        }
+        Command::Detach { location } => {
+            init_logs(LogFormat::Text, "warn");
+            let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
+            match cmd::detach::detach(&location) {
+                Ok(done) => {
+                    println!(
+                        "detached: removed {} link(s) and {} pin(s) under {}",
+                        done.links,
+                        done.pins,
+                        location.pins.root().display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &e),
+            }
+        }
+    }
+}

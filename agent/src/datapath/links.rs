@@ -1,6 +1,7 @@
 //! Putting the programs on interfaces, keeping them there, taking them off.
 //!
-//! Each enforced interface has one pinned link, `links/<ifindex>.<hook>`. A
+//! Each enforced interface has one pinned link, `links/<ifindex>_<hook>`
+//! (bpffs refuses names with a dot). A
 //! link outlives the agent because it is pinned. A new agent (or a new build
 //! of it) moves a pinned link to its own program with `bpf_link_update`,
 //! which swaps the program atomically: the interface is never without one.
@@ -101,7 +102,7 @@ impl From<DatapathError> for LinkError {
 impl PinDir {
     /// The pin of the link on `ifindex` for `hook`.
     pub fn link(&self, ifindex: u32, hook: Hook) -> PathBuf {
-        self.links().join(format!("{ifindex}.{hook}"))
+        self.links().join(format!("{ifindex}_{hook}"))
     }
 }
 
@@ -156,7 +157,7 @@ pub fn pinned_links(pins: &PinDir) -> Result<Vec<PinnedInterface>, LinkError> {
 }
 
 fn parse_link_name(name: &str) -> Option<(u32, Hook)> {
-    let (index, hook) = name.split_once('.')?;
+    let (index, hook) = name.split_once('_')?;
     Some((index.parse().ok()?, Hook::parse(hook)?))
 }
 
@@ -193,7 +194,11 @@ impl Datapath {
             Hook::Xdp => match self.enforce_xdp(pins, ifindex, ifname, Hook::Xdp) {
                 Ok(()) => Ok(Hook::Xdp),
                 Err(e) => {
-                    warn!(interface = ifname, error = %e, "native XDP failed; using generic XDP");
+                    warn!(
+                        interface = ifname,
+                        error = %crate::error_chain(&e),
+                        "native XDP failed; using generic XDP"
+                    );
                     self.enforce_xdp(pins, ifindex, ifname, Hook::XdpGeneric)
                         .map(|()| Hook::XdpGeneric)
                 }

@@ -235,7 +235,7 @@ impl Maps {
     /// The counters of every VM key, summed over CPUs.
     pub fn counters_by_key(&self) -> Result<std::collections::HashMap<u64, Counters>, MapsError> {
         let mut totals = std::collections::HashMap::new();
-        for item in self.counters.iter() {
+        for item in &self.counters {
             let (key, per_cpu) = item.map_err(|source| MapsError::Map {
                 name: shared::COUNTERS,
                 source,

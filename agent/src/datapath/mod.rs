@@ -4,7 +4,7 @@
 //! ```text
 //! <pin-dir>/
 //!   maps-v<LAYOUT_VERSION>/EG_IFACES, EG_CONFIG, ...   the shared maps
-//!   links/<ifindex>.<hook>                             one pinned link per enforced interface
+//!   links/<ifindex>_<hook>                             one pinned link per enforced interface
 //! ```
 //!
 //! Maps are pinned so that a restarted agent, `status` and `detach` find
@@ -58,6 +58,11 @@ pub enum DatapathError {
     MissingProgram(&'static str),
     #[error(transparent)]
     Maps(#[from] maps::MapsError),
+    #[error(
+        "{0} is not on a bpf filesystem, where pins must live: mount one with \
+         `mount -t bpf bpf /sys/fs/bpf` (systemd mounts it at boot)"
+    )]
+    NotBpffs(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -96,11 +101,38 @@ impl PinDir {
 
     /// Creates the directories (the root must be on a bpffs).
     pub fn create(&self) -> Result<(), DatapathError> {
+        self.check_bpffs()?;
         for dir in [self.maps(), self.links()] {
             std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        Ok(())
+    }
+}
+
+impl PinDir {
+    /// Fails unless the pin directory is (or would be created) on a bpffs.
+    pub fn check_bpffs(&self) -> Result<(), DatapathError> {
+        const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+        let mut existing = self.root.as_path();
+        while !existing.exists() {
+            existing = existing.parent().unwrap_or(Path::new("/"));
+        }
+        let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+            .map_err(|_| DatapathError::NotBpffs(existing.to_owned()))?;
+        // SAFETY: statfs(2) into a zeroed struct we own, on a NUL-terminated path.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut fs) };
+        if rc != 0 {
+            return Err(DatapathError::Io {
+                path: existing.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        if fs.f_type != BPF_FS_MAGIC {
+            return Err(DatapathError::NotBpffs(existing.to_owned()));
         }
         Ok(())
     }
@@ -163,6 +195,27 @@ impl Datapath {
                 source,
             })?;
         Ok(datapath)
+    }
+
+    /// The kernel ids of the loaded XDP and TC programs.
+    pub fn program_ids(&mut self) -> Result<[u32; 2], DatapathError> {
+        let xdp = self
+            .xdp()?
+            .info()
+            .map_err(|source| DatapathError::Program {
+                name: XDP_PROGRAM,
+                source,
+            })?
+            .id();
+        let tc = self
+            .tc()?
+            .info()
+            .map_err(|source| DatapathError::Program {
+                name: TC_PROGRAM,
+                source,
+            })?
+            .id();
+        Ok([xdp, tc])
     }
 
     pub fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {

@@ -98,7 +98,7 @@ impl Maps {
                 .map_err(|_| map_err(shared::ALLOW_V6)(MapError::KeyNotFound))?;
             state.allow_v6.insert(net);
         }
-        for item in self.ifaces.iter() {
+        for item in &self.ifaces {
             let (ifindex, entry) = item.map_err(map_err(shared::IFACES))?;
             state.ifaces.insert(ifindex, entry);
         }

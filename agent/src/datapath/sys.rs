@@ -66,7 +66,7 @@ pub fn pinned_link_target(path: &Path) -> io::Result<LinkTarget> {
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr, 16)?;
     let word = |i: usize| -> u32 {
         let w = info[i / 2];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             w as u32
         } else {
             (w >> 32) as u32

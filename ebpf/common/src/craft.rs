@@ -5,6 +5,11 @@
 //!
 //! Host only (feature `craft`, or this crate's own tests).
 
+#![allow(
+    clippy::return_self_not_must_use,
+    reason = "a builder: its methods are always chained"
+)]
+
 extern crate alloc;
 extern crate std;
 

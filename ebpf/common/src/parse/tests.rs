@@ -159,7 +159,7 @@ fn an_ipv6_chain_cut_short_is_malformed() {
         .ipv6_ext(0, 8)
         .build();
     // Cut inside the hop-by-hop header's first two bytes.
-    let cut = &full[..54 + 1];
+    let cut = &full[..=54];
     assert_eq!(malformed(cut), Malformed::IpBadLength);
 }
 

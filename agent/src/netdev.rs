@@ -1,0 +1,97 @@
+//! The network interfaces of the agent's network namespace, from rtnetlink
+//! (not /sys/class/net, which shows the namespace sysfs was mounted in).
+
+use futures::TryStreamExt as _;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NetdevError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("listing interfaces over netlink: {0}")]
+    List(#[source] rtnetlink::Error),
+}
+
+/// What kind of device an interface is, as far as the choice of hook goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevKind {
+    /// A veth pair end (containers, namespace-based VMs, our tests).
+    Veth,
+    /// A tun/tap device (QEMU/KVM with vhost-net, Firecracker, ...).
+    Tap,
+    /// macvtap / ipvtap.
+    Macvtap,
+    /// No rtnetlink kind: a physical NIC or an SR-IOV representor.
+    Physical,
+    /// Anything else, by its rtnetlink kind.
+    Other(String),
+}
+
+impl DevKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DevKind::Veth => "veth",
+            DevKind::Tap => "tap",
+            DevKind::Macvtap => "macvtap",
+            DevKind::Physical => "physical",
+            DevKind::Other(kind) => kind,
+        }
+    }
+}
+
+/// One interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetDev {
+    pub index: u32,
+    pub name: String,
+    pub kind: DevKind,
+}
+
+impl NetDev {
+    /// Reads an RTM_NEWLINK message (from a dump or an event).
+    pub fn from_message(msg: &LinkMessage) -> Option<Self> {
+        let mut name = None;
+        let mut kind = DevKind::Physical;
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            kind = match k {
+                                InfoKind::Veth => DevKind::Veth,
+                                InfoKind::Tun => DevKind::Tap,
+                                InfoKind::MacVtap | InfoKind::IpVtap => DevKind::Macvtap,
+                                other => DevKind::Other(other.to_string()),
+                            };
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(Self {
+            index: msg.header.index,
+            name: name?,
+            kind,
+        })
+    }
+}
+
+/// Every interface of the current network namespace.
+pub async fn list() -> Result<Vec<NetDev>, NetdevError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(NetdevError::Connect)?;
+    let task = tokio::spawn(connection);
+    let messages: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(NetdevError::List)?;
+    task.abort();
+    let mut devs: Vec<NetDev> = messages.iter().filter_map(NetDev::from_message).collect();
+    devs.sort_by_key(|d| d.index);
+    Ok(devs)
+}
