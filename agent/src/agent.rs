@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{
-        Capacities, Datapath, DatapathError, Hook, KernelState, LinkError, PinDir,
+        Capacities, Datapath, DatapathError, Hook, KernelState, LinkError, PinDir, SyncReport,
         links::{pinned_links, unpin},
         maps::MapsError,
     },
@@ -153,6 +153,10 @@ impl Agent {
         let state = states.load()?.unwrap_or_else(AgentState::new);
         let capacities = Capacities::for_vms(policy.vms.len());
         let mut datapath = Datapath::load_pinned(&pins, capacities)?;
+        if let Some(old) = datapath.replaces().map(Path::to_owned) {
+            let carried = datapath.maps.carry_counters(&old)?;
+            info!(from = %old.display(), vms = carried, "carried the counters over to the new maps");
+        }
         let program_ids = datapath.program_ids()?;
         Ok(Self {
             pins,
@@ -178,48 +182,81 @@ impl Agent {
     /// that exist, then saves the state.
     pub async fn reconcile(&mut self, now: DateTime<Utc>) -> Result<Reconciled, AgentError> {
         let devs = netdev::list().await?;
+        let desired = self.evaluate(now);
+        let generation = self.generation();
+        let targets = targets(&desired, &devs);
+
+        // Maps first: an interface's entry exists before its program does.
+        let (actual, wanted, sync) = self.sync_maps(&desired, &targets, generation)?;
+        let mut done = Reconciled {
+            written: sync.written,
+            removed: sync.removed,
+            ..Reconciled::default()
+        };
+        let enforced = self.sync_links(&targets, &mut done)?;
+        self.retire(&actual, &wanted, &desired, &targets, &mut done)?;
+        self.commit_map_set(&done)?;
+
+        done.enforced = enforced.len();
+        done.blocked = enforced
+            .values()
+            .filter(|r| r.verdict == policy::Verdict::Block.as_str())
+            .count();
+        self.record(now, generation, &desired, enforced)?;
+        Ok(done)
+    }
+
+    /// The policy's verdicts at `now`, with the interface creations seen.
+    fn evaluate(&self, now: DateTime<Utc>) -> Desired {
         let interface_created: HashMap<String, DateTime<Utc>> = self
             .state
             .interface_created
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let desired = policy::evaluate(
+        policy::evaluate(
             &self.policy,
             &policy::Facts {
                 now,
                 interface_created: &interface_created,
             },
-        );
-        let generation = self.generation();
-        let targets = targets(&desired, &devs);
+        )
+    }
 
-        // Maps first: an interface's entry exists before its program does.
-        let mut kernel = KernelState {
-            config: kernel_config(&desired, generation),
+    /// Writes what differs between the maps and the policy; returns what the
+    /// maps held, what they hold now, and what was written.
+    fn sync_maps(
+        &mut self,
+        desired: &Desired,
+        targets: &[Target],
+        generation: u64,
+    ) -> Result<(KernelState, KernelState, SyncReport), AgentError> {
+        let mut wanted = KernelState {
+            config: kernel_config(desired, generation),
             ports: desired.enforcement.ports.iter().copied().collect(),
             ..KernelState::default()
         };
-        kernel.set_allowed(&desired.enforcement.allow_destinations);
-        kernel.ifaces = targets.iter().map(|t| (t.dev.index, t.entry)).collect();
+        wanted.set_allowed(&desired.enforcement.allow_destinations);
+        wanted.ifaces = targets.iter().map(|t| (t.dev.index, t.entry)).collect();
         let actual = self.datapath.maps.read_state()?;
-        let sync = self.datapath.maps.apply(&actual, &kernel)?;
-        let mut done = Reconciled {
-            written: sync.written,
-            removed: sync.removed,
-            ..Reconciled::default()
-        };
+        let sync = self.datapath.maps.apply(&actual, &wanted)?;
+        Ok((actual, wanted, sync))
+    }
 
-        // Links: put ours on every target.
+    /// Puts this build's program on every target that does not run it yet;
+    /// returns the interfaces enforced.
+    fn sync_links(
+        &mut self,
+        targets: &[Target],
+        done: &mut Reconciled,
+    ) -> Result<BTreeMap<u32, EnforcedInterface>, AgentError> {
         let pinned = pinned_links(&self.pins)?;
-        let mut enforced: BTreeMap<u32, EnforcedInterface> = BTreeMap::new();
-        let mut keep: BTreeSet<(u32, Hook)> = BTreeSet::new();
-        for target in &targets {
-            let current = pinned
-                .iter()
-                .find(|p| p.ifindex == target.dev.index && p.hook == target.hook);
-            let runs_ours = current.is_some_and(|p| {
-                p.is_live()
+        let mut enforced = BTreeMap::new();
+        for target in targets {
+            let runs_ours = pinned.iter().any(|p| {
+                p.ifindex == target.dev.index
+                    && target.hook.accepts(p.hook)
+                    && p.is_live()
                     && p.target
                         .is_some_and(|t| self.program_ids.contains(&t.prog_id))
             });
@@ -255,30 +292,42 @@ impl Agent {
                     }
                 }
             };
-            keep.insert((target.dev.index, hook));
             let mut record = target.record.clone();
             record.hook = hook.to_string();
             enforced.insert(target.dev.index, record);
         }
+        Ok(enforced)
+    }
 
-        // Links that are not wanted any more (interface gone, no longer
-        // enforced, or moved to another hook), then their map entries.
+    /// Takes the program off interfaces that are gone, no longer enforced,
+    /// or moved to another hook, then drops their map entries, and the
+    /// counters of VMs that left the policy.
+    fn retire(
+        &mut self,
+        actual: &KernelState,
+        wanted: &KernelState,
+        desired: &Desired,
+        targets: &[Target],
+        done: &mut Reconciled,
+    ) -> Result<(), AgentError> {
+        let keep: BTreeSet<(u32, Hook)> = targets.iter().map(|t| (t.dev.index, t.hook)).collect();
         for link in pinned_links(&self.pins)? {
-            if !keep.contains(&(link.ifindex, link.hook)) {
+            let wanted_here = keep
+                .iter()
+                .any(|&(ifindex, hook)| ifindex == link.ifindex && hook.accepts(link.hook));
+            if !wanted_here {
                 unpin(&link.path)?;
                 done.detached += 1;
                 info!(ifindex = link.ifindex, hook = %link.hook, "took the program off");
             }
         }
         for ifindex in actual.ifaces.keys() {
-            if !kernel.ifaces.contains_key(ifindex)
+            if !wanted.ifaces.contains_key(ifindex)
                 && self.datapath.maps.remove_interface(*ifindex)?
             {
                 done.removed += 1;
             }
         }
-
-        // Counters of VMs that left the policy go too.
         let keys: BTreeSet<u64> = desired
             .vms
             .iter()
@@ -286,14 +335,23 @@ impl Agent {
             .chain(targets.iter().map(|t| t.entry.vm_key))
             .collect();
         done.removed += self.datapath.maps.prune_counters(&keys)?;
+        Ok(())
+    }
 
-        done.enforced = enforced.len();
-        done.blocked = enforced
-            .values()
-            .filter(|r| r.verdict == policy::Verdict::Block.as_str())
-            .count();
-        self.record(now, generation, &desired, enforced)?;
-        Ok(done)
+    /// Once every link runs our programs, the map set they use becomes the
+    /// one in use, and older sets go.
+    fn commit_map_set(&self, done: &Reconciled) -> Result<(), AgentError> {
+        if done.failed > 0 {
+            return Ok(());
+        }
+        if let Some(set) = self.datapath.map_set()
+            && (self.pins.current_map_set().as_deref() != Some(set)
+                || self.pins.map_sets().len() > 1)
+        {
+            self.pins.commit_map_set(set)?;
+            info!(maps = %set.display(), "map set in use");
+        }
+        Ok(())
     }
 
     /// The generation of the policy in force: the saved one if the file is

@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
         /// The time to evaluate at (RFC 3339) [default: now].
-        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        #[arg(long, value_name = "RFC3339", value_parser = egress_guard::policy::parse_time)]
         at: Option<DateTime<Utc>>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -73,12 +73,6 @@ enum Command {
         #[command(flatten)]
         location: Where,
     },
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-01-31T12:00:00Z)"))
 }
 
 fn init_logs(format: LogFormat, default: &str) {

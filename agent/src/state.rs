@@ -257,7 +257,7 @@ mod tests {
     fn state_dirs_follow_the_pin_dir() {
         assert_eq!(
             StateDir::for_pin_dir(Path::new("/sys/fs/bpf/egress-guard")).path(),
-            Path::new("/run/egress-guard/sys-fs-bpf-egress-guard")
+            Path::new("/run/egress-guard/sys-fs-bpf-egress_guard")
         );
         assert_ne!(
             StateDir::for_pin_dir(Path::new("/sys/fs/bpf/a")).path(),

@@ -44,6 +44,12 @@ impl Hook {
         }
     }
 
+    /// Whether a link on `actual` satisfies a request for `self`: itself,
+    /// or generic XDP where native XDP was asked for and the driver has none.
+    pub fn accepts(self, actual: Hook) -> bool {
+        self == actual || (self == Hook::Xdp && actual == Hook::XdpGeneric)
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|h| h.as_str() == s)
     }

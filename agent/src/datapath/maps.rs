@@ -134,11 +134,11 @@ pub(super) fn expected_shapes(
 /// Refuses pinned maps this build cannot use. A map that is not pinned yet
 /// is fine (it will be created).
 pub(super) fn check_pinned(
-    pins: &PinDir,
+    set: &std::path::Path,
     expected: &[(&'static str, MapShape)],
 ) -> Result<(), MapsError> {
     for (name, want) in expected {
-        let path = pins.map(name);
+        let path = set.join(name);
         if !path.exists() {
             continue;
         }
@@ -203,8 +203,14 @@ impl Maps {
     /// Opens the pinned maps of an agent, without loading any program (for
     /// `status`). Fails if a map is missing or has another shape.
     pub fn open_pinned(pins: &PinDir) -> Result<Self, MapsError> {
+        // Before an agent's first commit there is no `maps` link yet: the
+        // newest set is the one it was filling.
+        let set = pins
+            .current_map_set()
+            .or_else(|| pins.map_sets().pop())
+            .unwrap_or_else(|| pins.maps());
         Self::build(|name| {
-            let path = pins.map(name);
+            let path = set.join(name);
             let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
                 path: path.clone(),
                 source,
@@ -230,6 +236,43 @@ impl Maps {
             allow_v6: typed(shared::ALLOW_V6, get(shared::ALLOW_V6)?)?,
             counters: typed(shared::COUNTERS, get(shared::COUNTERS)?)?,
         })
+    }
+
+    /// Carries the counters over from the `EG_COUNTERS` of an older map set,
+    /// when their layout is the same; returns how many VMs were carried.
+    pub fn carry_counters(&mut self, old_set: &std::path::Path) -> Result<usize, MapsError> {
+        let path = old_set.join(shared::COUNTERS);
+        let Ok(shape) = pinned_shape(&path) else {
+            return Ok(0);
+        };
+        if shape.value_size as usize != std::mem::size_of::<Counters>() || shape.key_size != 8 {
+            return Ok(0);
+        }
+        let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
+            path: path.clone(),
+            source,
+        })?;
+        let map = Map::from_map_data(data).map_err(|source| MapsError::Pinned {
+            path: path.clone(),
+            source,
+        })?;
+        let old: PerCpuHashMap<MapData, u64, Counters> =
+            PerCpuHashMap::try_from(map).map_err(|source| MapsError::Pinned { path, source })?;
+        let mut carried = 0;
+        for item in &old {
+            let (key, values) = item.map_err(|source| MapsError::Map {
+                name: shared::COUNTERS,
+                source,
+            })?;
+            self.counters
+                .insert(key, values, 0)
+                .map_err(|source| MapsError::Map {
+                    name: shared::COUNTERS,
+                    source,
+                })?;
+            carried += 1;
+        }
+        Ok(carried)
     }
 
     /// The counters of every VM key, summed over CPUs.

@@ -1,17 +1,13 @@
 //! The kernel side, as the agent sees it: the embedded object, its two
 //! programs and its maps, pinned under the pin directory.
 //!
-//! ```text
-//! <pin-dir>/
-//!   maps-v<LAYOUT_VERSION>/EG_IFACES, EG_CONFIG, ...   the shared maps
-//!   links/<ifindex>_<hook>                             one pinned link per enforced interface
-//! ```
-//!
 //! Maps are pinned so that a restarted agent, `status` and `detach` find
 //! them; links are pinned so that enforcement outlives the agent process.
+//! The layout of the pin directory is in [`pins`].
 
 pub mod links;
 pub mod maps;
+pub mod pins;
 pub mod sync;
 pub mod sys;
 
@@ -22,11 +18,14 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use egress_guard_common::maps as shared;
+use maps::MapsError;
 use thiserror::Error;
+use tracing::warn;
 
 pub use self::{
     links::{Hook, LinkError, PinnedInterface},
     maps::{Capacities, Maps},
+    pins::PinDir,
     sync::{KernelState, SyncReport},
 };
 
@@ -71,91 +70,51 @@ pub enum DatapathError {
     },
 }
 
-/// Where the pinned objects of one agent live.
-#[derive(Clone, Debug)]
-pub struct PinDir {
-    root: PathBuf,
-}
-
-impl PinDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The directory of the maps whose layout this build knows.
-    pub fn maps(&self) -> PathBuf {
-        self.root.join(format!("maps-v{}", shared::LAYOUT_VERSION))
-    }
-
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.maps().join(name)
-    }
-
-    pub fn links(&self) -> PathBuf {
-        self.root.join("links")
-    }
-
-    /// Creates the directories (the root must be on a bpffs).
-    pub fn create(&self) -> Result<(), DatapathError> {
-        self.check_bpffs()?;
-        for dir in [self.maps(), self.links()] {
-            std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-impl PinDir {
-    /// Fails unless the pin directory is (or would be created) on a bpffs.
-    pub fn check_bpffs(&self) -> Result<(), DatapathError> {
-        const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-        let mut existing = self.root.as_path();
-        while !existing.exists() {
-            existing = existing.parent().unwrap_or(Path::new("/"));
-        }
-        let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
-            .map_err(|_| DatapathError::NotBpffs(existing.to_owned()))?;
-        // SAFETY: statfs(2) into a zeroed struct we own, on a NUL-terminated path.
-        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut fs) };
-        if rc != 0 {
-            return Err(DatapathError::Io {
-                path: existing.to_owned(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        if fs.f_type != BPF_FS_MAGIC {
-            return Err(DatapathError::NotBpffs(existing.to_owned()));
-        }
-        Ok(())
-    }
-}
-
 /// The loaded programs and their maps.
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: Maps,
+    /// The map set the maps are pinned in (none when unpinned).
+    map_set: Option<PathBuf>,
+    /// The set in use before, when this one replaces it (another layout, a
+    /// map too small, or a map from another build).
+    replaces: Option<PathBuf>,
 }
 
 impl Datapath {
-    /// Loads the programs with their maps pinned under `pins`: maps already
-    /// pinned there are reused (after checking that their shape is the one
-    /// this build expects), the others are created and pinned.
+    /// Loads the programs with their maps pinned under `pins`. The map set
+    /// in use is reused if its every map has the shape this build expects
+    /// and room enough; otherwise a new, empty set is made beside it (see
+    /// [`Datapath::replaces`]) and the old one stays untouched until
+    /// [`PinDir::commit_map_set`].
     pub fn load_pinned(pins: &PinDir, capacities: Capacities) -> Result<Self, DatapathError> {
         pins.create()?;
         let object = object()?;
         let expected = maps::expected_shapes(object, capacities)?;
-        maps::check_pinned(pins, &expected)?;
+        let current = pins.current_map_set();
+        let (set, replaces) = match &current {
+            Some(set) => match maps::check_pinned(set, &expected) {
+                Ok(()) => (set.clone(), None),
+                Err(e @ (MapsError::Incompatible { .. } | MapsError::TooSmall { .. })) => {
+                    let fresh = pins.new_map_set();
+                    warn!(
+                        reason = %e,
+                        new = %fresh.display(),
+                        "the pinned maps cannot be reused: making a new set, and moving to it without a gap"
+                    );
+                    (fresh, Some(set.clone()))
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => (pins.new_map_set(), None),
+        };
+        std::fs::create_dir_all(&set).map_err(|source| DatapathError::Io {
+            path: set.clone(),
+            source,
+        })?;
         let map_paths: Vec<(&str, PathBuf)> = shared::ALL
             .iter()
-            .map(|name| (*name, pins.map(name)))
+            .map(|name| (*name, set.join(name)))
             .collect();
         let mut loader = EbpfLoader::new();
         loader
@@ -164,7 +123,21 @@ impl Datapath {
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
-        Self::finish(loader.load(object)?)
+        let mut datapath = Self::finish(loader.load(object)?)?;
+        datapath.map_set = Some(set);
+        datapath.replaces = replaces;
+        Ok(datapath)
+    }
+
+    /// The map set these maps are pinned in.
+    pub fn map_set(&self) -> Option<&Path> {
+        self.map_set.as_deref()
+    }
+
+    /// The map set in use before this one, if this one replaces it. The
+    /// agent moves every link to these programs, then commits.
+    pub fn replaces(&self) -> Option<&Path> {
+        self.replaces.as_deref()
     }
 
     /// Loads the programs with fresh, unpinned maps (for TestRun and tests).
@@ -179,7 +152,12 @@ impl Datapath {
 
     fn finish(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
         let maps = Maps::take(&mut ebpf)?;
-        let mut datapath = Self { ebpf, maps };
+        let mut datapath = Self {
+            ebpf,
+            maps,
+            map_set: None,
+            replaces: None,
+        };
         datapath
             .xdp()?
             .load()

@@ -1,1 +1,254 @@
-//! The policy engine (being written).
+//! The policy engine: reads and validates a policy file (SPEC, "Policy
+//! file"), and decides each VM's verdict at a time (SPEC, "A VM's verdict at
+//! time T"). Pure: no kernel, no clock; [`load`] is the only I/O.
+//!
+//! Reading is two steps. serde (`serde_norway`) reads the structure into
+//! [`raw`] types that keep every scalar as text ([`stream`] feeds it one item
+//! at a time, so that a large file does not need many times its size in
+//! memory); [`validate`] then checks every value and reports every problem.
+//! Lines and columns are looked up ([`locate`]) only when there is an error
+//! to report, so a large valid file costs no location table.
+
+mod locate;
+mod model;
+mod offers;
+mod raw;
+pub mod report;
+mod stream;
+mod validate;
+mod verdict;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+pub use model::{
+    Action, DEFAULT_CUTOFF, DEFAULT_PORTS, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS,
+    Mode, Offer, Policy, Restricted, Subscription, Verdict, Vm,
+};
+pub use offers::BUILTIN_OFFERS;
+pub use validate::{MAX_IFNAME, check_ifname, parse_date, parse_prefix, parse_time};
+pub use verdict::{
+    Desired, Facts, InterfaceVerdict, Reason, Restriction, Since, UNKNOWN_INTERFACE_CODE,
+    VmVerdict, evaluate, fmt_time,
+};
+
+/// One problem in a policy file, at a 1-based line and column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("reading the policy {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every problem found, in file order. Displays one
+    /// `file:line:col: message` a line.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn lines(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl PolicyError {
+    /// The diagnostics, if the policy was read but is invalid.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            PolicyError::Invalid(d) => d,
+            PolicyError::Io { .. } => &[],
+        }
+    }
+}
+
+/// Reads and validates the policy at `path`. Messages name the file as
+/// `path` is given.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file = path.display().to_string();
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse(&file, text),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.split(|b| *b == b'\n').count();
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            Err(PolicyError::Invalid(vec![Diagnostic {
+                file,
+                line,
+                column,
+                message: "the policy file is not UTF-8 text".to_owned(),
+            }]))
+        }
+    }
+}
+
+/// Validates the policy text `text`; `file` names it in messages.
+pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    let diagnostic = |pos: locate::Pos, message: String| Diagnostic {
+        file: file.to_owned(),
+        line: pos.line,
+        column: pos.column,
+        message,
+    };
+    if locate::is_empty_document(text) {
+        return Err(PolicyError::Invalid(vec![diagnostic(
+            locate::Pos::START,
+            "the policy file is empty; it needs at least `version: 1`".to_owned(),
+        )]));
+    }
+    // The streaming reader for a well-formed file; serde_norway's own (which
+    // holds the whole document) for its precise errors otherwise.
+    let mut validator = validate::Validator::new();
+    let raw = match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
+        Some(raw) => raw,
+        None => match serde_norway::from_str::<raw::RawPolicy>(text) {
+            Ok(raw) => {
+                validator = validate::Validator::new();
+                raw
+            }
+            Err(e) => return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic))),
+        },
+    };
+    let hash = sha256_hex(text.as_bytes());
+    validator.finish(raw, hash).map_err(|issues| {
+        let mut locs: Vec<&locate::Loc> = Vec::with_capacity(issues.len() * 2);
+        for issue in &issues {
+            locs.push(&issue.at);
+            if let Some(first) = &issue.first {
+                locs.push(first);
+            }
+        }
+        let mut positions = locate::resolve(text, &locs).into_iter();
+        let mut found: Vec<(locate::Pos, String)> = issues
+            .into_iter()
+            .map(|issue| {
+                let pos = positions.next().unwrap_or(locate::Pos::START);
+                let message = match issue.first {
+                    Some(_) => {
+                        let first = positions.next().unwrap_or(locate::Pos::START);
+                        format!("{} (first at line {})", issue.message, first.line)
+                    }
+                    None => issue.message,
+                };
+                (pos, message)
+            })
+            .collect();
+        found.sort_by_key(|(pos, _)| *pos);
+        PolicyError::Invalid(
+            found
+                .into_iter()
+                .map(|(pos, message)| diagnostic(pos, message))
+                .collect(),
+        )
+    })
+}
+
+/// When serde gave up: every duplicate key, unknown field and extra document
+/// in the file (or its syntax error), and serde's own error unless one of
+/// those is it.
+fn serde_failed(
+    text: &str,
+    error: &serde_norway::Error,
+    diagnostic: impl Fn(locate::Pos, String) -> Diagnostic,
+) -> Vec<Diagnostic> {
+    let found = locate::lint(text);
+    let pos = error
+        .location()
+        .map_or(locate::Pos::START, |l| locate::Pos {
+            line: l.line().max(1),
+            column: l.column().max(1),
+        });
+    let mut message = error.to_string();
+    if let Some(l) = error.location() {
+        let suffix = format!(" at line {} column {}", l.line(), l.column());
+        if let Some(i) = message.find(&suffix) {
+            message.replace_range(i..i + suffix.len(), "");
+        }
+    }
+    let covered = found.iter().any(|f| {
+        matches!(
+            f.kind,
+            locate::FoundKind::Syntax | locate::FoundKind::ExtraDocument
+        )
+    }) || (!found.is_empty()
+        && (message.contains("unknown field") || message.contains("duplicate field")));
+    let mut out: Vec<(locate::Pos, String)> =
+        found.into_iter().map(|f| (f.pos, f.message)).collect();
+    if !covered {
+        out.push((pos, message));
+    }
+    out.sort_by_key(|(pos, _)| *pos);
+    out.into_iter().map(|(p, m)| diagnostic(p, m)).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut h = FNV_OFFSET;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+    }
+    h
+}
+
+/// Stable across runs and builds (FNV-1a 64 of `"vm:" + name`); keys the
+/// per-VM counters in the kernel.
+pub fn vm_key(name: &str) -> u64 {
+    fnv1a64(&[b"vm:", name.as_bytes()])
+}
+
+/// Same for an interface that belongs to no VM (FNV-1a 64 of `"if:" + ifname`).
+pub fn unknown_key(ifname: &str) -> u64 {
+    fnv1a64(&[b"if:", ifname.as_bytes()])
+}

@@ -1,0 +1,81 @@
+//! What `check` prints.
+
+use serde_json::json;
+
+use super::{eval, ok, t};
+use crate::policy::report;
+
+const POLICY: &str = "version: 1
+subscriptions:
+  - {id: contoso-dev, offer: msdn, created: 2019-04-02}
+  - {id: contoso-prod, offer: pay-as-you-go, created: 2020-05-01, exemption: {granted: 2027-01-01T00:00:00Z}}
+  - {id: ea, offer: enterprise-agreement, created: 2020-05-01}
+vms:
+  - {name: web-1, subscription: contoso-dev, interface: tap-web1}
+  - {name: mail, subscription: contoso-prod, interface: tap-mail}
+  - {name: app, subscription: ea, interface: tap-app, override: allow}
+";
+
+#[test]
+fn table_is_aligned() {
+    let d = eval(&ok(POLICY), "2026-01-01T00:00:00Z");
+    let expected = "\
+VM     SUBSCRIPTION  OFFER                 INTERFACE  VERDICT  REASON
+web-1  contoso-dev   msdn                  tap-web1   block    subscription contoso-dev (msdn) created 2019-04-02, on or after the cutoff 2017-11-15; offer msdn cannot be exempted: send through an authenticated relay (port 587)
+mail   contoso-prod  pay-as-you-go         tap-mail   block    exemption granted for 2027-01-01T00:00:00Z, not in effect yet
+app    ea            enterprise-agreement  tap-app    allow    override: allow
+";
+    assert_eq!(
+        report::table(&d),
+        format!("{expected}\nnext change: 2027-01-01T00:00:00Z\n")
+    );
+}
+
+#[test]
+fn table_without_vms_or_changes() {
+    let d = eval(&ok("version: 1\n"), "2026-01-01T00:00:00Z");
+    assert_eq!(
+        report::table(&d),
+        "VM  SUBSCRIPTION  OFFER  INTERFACE  VERDICT  REASON\n"
+    );
+}
+
+#[test]
+fn json_lists_every_vm() {
+    let d = eval(&ok(POLICY), "2026-01-01T00:00:00Z");
+    let j = report::json(&d, t("2026-01-01T00:00:00Z"));
+    assert_eq!(j["at"], json!("2026-01-01T00:00:00Z"));
+    assert_eq!(j["next_change"], json!("2027-01-01T00:00:00Z"));
+    assert_eq!(
+        j["vms"][1],
+        json!({
+            "name": "mail",
+            "subscription": "contoso-prod",
+            "offer": "pay-as-you-go",
+            "interface": "tap-mail",
+            "verdict": "block",
+            "reason": "exemption granted for 2027-01-01T00:00:00Z, not in effect yet",
+            "reason_code": "exemption-not-yet",
+        })
+    );
+    assert_eq!(j["vms"].as_array().map(Vec::len), Some(3));
+    assert_eq!(j["vms"][2]["verdict"], json!("allow"));
+    assert_eq!(
+        j["enforcement"],
+        json!({
+            "ports": [25],
+            "action": "drop",
+            "mode": "enforce",
+            "hook": "auto",
+            "attach": [],
+            "unknown": "block",
+            "allow_destinations": [],
+            "cutoff": "2017-11-15",
+        })
+    );
+    let later = eval(&ok(POLICY), "2027-01-01T00:00:00Z");
+    assert_eq!(
+        report::json(&later, t("2027-01-01T00:00:00Z"))["next_change"],
+        serde_json::Value::Null
+    );
+}
