@@ -10,13 +10,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use egress_guard_common::maps::{
     ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, IfaceEntry, MODE_AUDIT, MODE_ENFORCE,
     VERDICT_ALLOW, VERDICT_BLOCK,
 };
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     datapath::{
@@ -24,10 +24,11 @@ use crate::{
         links::{pinned_links, unpin},
         maps::MapsError,
     },
-    netdev::{self, DevKind, NetDev, NetdevError},
+    netdev::{self, DevKind, LinkEvent, NetDev, NetdevError},
     policy::{self, Desired, Policy, PolicyError},
     state::{
-        AgentLock, AgentState, EnforcedInterface, PolicyInForce, StateDir, StateError, VmRecord,
+        AgentLock, AgentState, EnforcedInterface, PolicyInForce, RejectedPolicy, StateDir,
+        StateError, VmRecord,
     },
 };
 
@@ -47,6 +48,8 @@ pub enum AgentError {
     Netdev(#[from] NetdevError),
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
 }
 
 impl AgentError {
@@ -131,6 +134,26 @@ pub struct Reconciled {
     pub detached: usize,
 }
 
+/// What a look at the policy file led to.
+#[derive(Clone, Debug)]
+pub enum Reload {
+    /// The file holds the policy in force (or the one already rejected).
+    Unchanged,
+    /// A new policy is in force.
+    Applied { generation: u64, done: Reconciled },
+    /// The file is invalid (or unreadable); the policy in force stays.
+    Rejected,
+}
+
+/// What a link event asks of the run loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterLinkEvent {
+    /// Nothing more to do.
+    Done,
+    /// Re-evaluate the policy soon: a creation may open a pending exemption.
+    Reconcile,
+}
+
 /// The agent, holding the lock of its pin directory.
 pub struct Agent {
     pins: PinDir,
@@ -140,6 +163,12 @@ pub struct Agent {
     state: AgentState,
     policy_path: PathBuf,
     policy: Policy,
+    /// The policy's verdicts as of the last reconcile, for the per-interface
+    /// fast path and the next time-driven change.
+    desired: Option<Desired>,
+    /// Interfaces known to exist, by ifindex: a NEWLINK for an ifindex not
+    /// here is a creation.
+    known: HashMap<u32, String>,
     /// Our programs' ids, to tell a link that already runs them.
     program_ids: [u32; 2],
 }
@@ -151,14 +180,8 @@ impl Agent {
         let policy = policy::load(policy_path)?;
         let lock = states.lock()?;
         let state = states.load()?.unwrap_or_else(AgentState::new);
-        let capacities = Capacities::for_vms(policy.vms.len());
-        let mut datapath = Datapath::load_pinned(&pins, capacities)?;
-        if let Some(old) = datapath.replaces().map(Path::to_owned) {
-            let carried = datapath.maps.carry_counters(&old)?;
-            info!(from = %old.display(), vms = carried, "carried the counters over to the new maps");
-        }
-        let program_ids = datapath.program_ids()?;
-        Ok(Self {
+        let datapath = load_datapath(&pins, Capacities::for_vms(policy.vms.len()))?;
+        let mut agent = Self {
             pins,
             states,
             _lock: lock,
@@ -166,8 +189,12 @@ impl Agent {
             state,
             policy_path: policy_path.to_owned(),
             policy,
-            program_ids,
-        })
+            desired: None,
+            known: HashMap::new(),
+            program_ids: [0; 2],
+        };
+        agent.program_ids = agent.datapath.program_ids()?;
+        Ok(agent)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -178,13 +205,167 @@ impl Agent {
         &self.state
     }
 
+    /// The next instant at which a verdict changes by time alone.
+    pub fn next_change(&self) -> Option<DateTime<Utc>> {
+        self.desired.as_ref().and_then(|d| d.next_change)
+    }
+
+    /// Reads the policy file again and, if it holds a new valid policy,
+    /// applies it. An invalid file is reported (each diagnostic logged, and
+    /// recorded for `status`) and the policy in force stays.
+    pub async fn reload(&mut self, now: DateTime<Utc>) -> Result<Reload, AgentError> {
+        let bytes = match std::fs::read(&self.policy_path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Deleted and not yet re-created, or unreadable: keep going.
+                warn!(
+                    path = %self.policy_path.display(),
+                    error = %e,
+                    "cannot read the policy file; the policy in force stays"
+                );
+                return Ok(Reload::Unchanged);
+            }
+        };
+        let hash = policy::sha256_hex(&bytes);
+        if hash == self.policy.hash {
+            if self.state.rejected.take().is_some() {
+                self.states.save(&self.state)?;
+            }
+            return Ok(Reload::Unchanged);
+        }
+        if self.state.rejected.as_ref().is_some_and(|r| r.hash == hash) {
+            return Ok(Reload::Unchanged);
+        }
+        match policy::from_bytes(&self.policy_path, &bytes) {
+            Ok(policy) => {
+                info!(
+                    path = %self.policy_path.display(),
+                    sha256 = %hash,
+                    vms = policy.vms.len(),
+                    "new policy"
+                );
+                self.policy = policy;
+                self.state.rejected = None;
+                let done = self.reconcile(now).await?;
+                Ok(Reload::Applied {
+                    generation: self.state.policy.as_ref().map_or(0, |p| p.generation),
+                    done,
+                })
+            }
+            Err(e) => {
+                let errors = e.to_string();
+                for line in errors.lines() {
+                    error!(
+                        diagnostic = line,
+                        "policy rejected; the policy in force stays"
+                    );
+                }
+                self.state.rejected = Some(RejectedPolicy {
+                    path: self.policy_path.clone(),
+                    hash,
+                    at: now,
+                    errors,
+                });
+                self.states.save(&self.state)?;
+                Ok(Reload::Rejected)
+            }
+        }
+    }
+
+    /// Handles one rtnetlink event at once, without a full reconcile: a
+    /// new interface the policy wants enforced gets its map entry and its
+    /// program now; a vanished one loses its link and entry (its VM's
+    /// counters stay).
+    pub fn on_link_event(
+        &mut self,
+        event: LinkEvent,
+        now: DateTime<Utc>,
+    ) -> Result<AfterLinkEvent, AgentError> {
+        match event {
+            LinkEvent::New(dev) => self.on_new_link(&dev, now),
+            LinkEvent::Del { index, name } => {
+                self.known.remove(&index);
+                let mut changed = false;
+                for link in pinned_links(&self.pins)? {
+                    if link.ifindex == index {
+                        unpin(&link.path)?;
+                        changed = true;
+                    }
+                }
+                changed |= self.datapath.maps.remove_interface(index)?;
+                if self.state.interfaces.remove(&index).is_some() || changed {
+                    info!(
+                        ifindex = index,
+                        interface = name.as_deref().unwrap_or("?"),
+                        "interface gone; took the program off"
+                    );
+                    self.states.save(&self.state)?;
+                }
+                Ok(AfterLinkEvent::Done)
+            }
+        }
+    }
+
+    fn on_new_link(
+        &mut self,
+        dev: &NetDev,
+        now: DateTime<Utc>,
+    ) -> Result<AfterLinkEvent, AgentError> {
+        let previous = self.known.insert(dev.index, dev.name.clone());
+        let created = previous.is_none();
+        let renamed = previous.is_some_and(|old| old != dev.name);
+        let Some(desired) = &self.desired else {
+            return Ok(AfterLinkEvent::Reconcile);
+        };
+        let Some(target) = target(desired, dev) else {
+            // Not ours, or no longer ours under its new name.
+            return Ok(if renamed {
+                AfterLinkEvent::Reconcile
+            } else {
+                AfterLinkEvent::Done
+            });
+        };
+        if !created && !renamed && self.state.interfaces.contains_key(&dev.index) {
+            // Up/down or another attribute: nothing changes for us.
+            return Ok(AfterLinkEvent::Done);
+        }
+        if created {
+            // Rule 3: a new interface is the VM stopped and started.
+            // Whole seconds, rounded down: never later than the creation.
+            let at = now.trunc_subsecs(0);
+            self.state.interface_created.insert(dev.name.clone(), at);
+        }
+        self.datapath.maps.set_interface(dev.index, target.entry)?;
+        let hook = self
+            .datapath
+            .enforce(&self.pins, dev.index, &dev.name, target.hook)?;
+        info!(
+            interface = %dev.name,
+            ifindex = dev.index,
+            hook = %hook,
+            vm = target.record.vm.as_deref().unwrap_or("-"),
+            verdict = %target.record.verdict,
+            "new interface enforced"
+        );
+        let mut record = target.record;
+        record.hook = hook.to_string();
+        self.state.interfaces.insert(dev.index, record);
+        self.states.save(&self.state)?;
+        Ok(AfterLinkEvent::Reconcile)
+    }
+
     /// Makes maps and links match the policy at `now` and the interfaces
     /// that exist, then saves the state.
     pub async fn reconcile(&mut self, now: DateTime<Utc>) -> Result<Reconciled, AgentError> {
         let devs = netdev::list().await?;
+        self.known = devs.iter().map(|d| (d.index, d.name.clone())).collect();
         let desired = self.evaluate(now);
         let generation = self.generation();
-        let targets = targets(&desired, &devs);
+        let targets: Vec<Target> = devs
+            .iter()
+            .filter_map(|dev| target(&desired, dev))
+            .collect();
+        self.grow_if_needed(desired.vms.len().max(targets.len()))?;
 
         // Maps first: an interface's entry exists before its program does.
         let (actual, wanted, sync) = self.sync_maps(&desired, &targets, generation)?;
@@ -203,7 +384,27 @@ impl Agent {
             .filter(|r| r.verdict == policy::Verdict::Block.as_str())
             .count();
         self.record(now, generation, &desired, enforced)?;
+        self.desired = Some(desired);
         Ok(done)
+    }
+
+    /// Moves to larger maps when the policy outgrows them: a new map set
+    /// and new programs, filled by the reconcile that follows before any
+    /// link moves to them, so no interface is ever without a full map.
+    fn grow_if_needed(&mut self, entries: usize) -> Result<(), AgentError> {
+        if self.datapath.capacity().fits(entries) {
+            return Ok(());
+        }
+        let wanted = Capacities::for_vms(entries);
+        info!(
+            entries,
+            from = self.datapath.capacity().ifaces,
+            to = wanted.ifaces,
+            "the policy outgrows the maps: moving to larger ones"
+        );
+        self.datapath = load_datapath(&self.pins, wanted)?;
+        self.program_ids = self.datapath.program_ids()?;
+        Ok(())
     }
 
     /// The policy's verdicts at `now`, with the interface creations seen.
@@ -404,28 +605,35 @@ impl Agent {
     }
 }
 
-/// The interfaces that exist and that the policy wants enforced.
-fn targets(desired: &Desired, devs: &[NetDev]) -> Vec<Target> {
-    devs.iter()
-        .filter_map(|dev| {
-            let verdict = desired.interface(&dev.name)?;
-            let hook = hook_for(desired.enforcement.hook, &dev.kind);
-            Some(Target {
-                dev: dev.clone(),
-                entry: IfaceEntry {
-                    vm_key: verdict.key,
-                    verdict: verdict_code(verdict.verdict),
-                    flags: 0,
-                },
-                hook,
-                record: EnforcedInterface {
-                    name: dev.name.clone(),
-                    hook: hook.to_string(),
-                    vm: verdict.vm.map(|vm| vm.name.clone()),
-                    verdict: verdict.verdict.as_str().to_owned(),
-                    key: verdict.key,
-                },
-            })
-        })
-        .collect()
+/// The enforcement the policy wants on one interface, if any.
+fn target(desired: &Desired, dev: &NetDev) -> Option<Target> {
+    let verdict = desired.interface(&dev.name)?;
+    let hook = hook_for(desired.enforcement.hook, &dev.kind);
+    Some(Target {
+        dev: dev.clone(),
+        entry: IfaceEntry {
+            vm_key: verdict.key,
+            verdict: verdict_code(verdict.verdict),
+            flags: 0,
+        },
+        hook,
+        record: EnforcedInterface {
+            name: dev.name.clone(),
+            hook: hook.to_string(),
+            vm: verdict.vm.map(|vm| vm.name.clone()),
+            verdict: verdict.verdict.as_str().to_owned(),
+            key: verdict.key,
+        },
+    })
+}
+
+/// Loads the programs over the pinned maps, carrying the counters over when
+/// the maps are new (another layout, or larger).
+fn load_datapath(pins: &PinDir, capacities: Capacities) -> Result<Datapath, AgentError> {
+    let mut datapath = Datapath::load_pinned(pins, capacities)?;
+    if let Some(old) = datapath.replaces().map(Path::to_owned) {
+        let carried = datapath.maps.carry_counters(&old)?;
+        info!(from = %old.display(), vms = carried, "carried the counters over to the new maps");
+    }
+    Ok(datapath)
 }

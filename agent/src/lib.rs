@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod netdev;
 pub mod policy;
 pub mod state;
+pub mod watch;
 
 /// An error and its causes, each once: "a: b: c". Our error enums often
 /// print their source already; a cause whose text the message holds is not

@@ -223,7 +223,11 @@ pub struct PolicyInForce {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedPolicy {
     pub path: PathBuf,
+    /// sha256 of the rejected file's bytes.
+    #[serde(default)]
+    pub hash: String,
     pub at: DateTime<Utc>,
+    /// One `file:line:col: message` a line.
     pub errors: String,
 }
 

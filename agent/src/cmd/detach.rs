@@ -61,8 +61,11 @@ fn count_files(dir: &std::path::Path) -> usize {
         entries
             .filter_map(Result::ok)
             .map(|e| {
-                let path = e.path();
-                if path.is_dir() { count_files(&path) } else { 1 }
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    count_files(&e.path())
+                } else {
+                    1
+                }
             })
             .sum()
     })

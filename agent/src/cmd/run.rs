@@ -1,16 +1,41 @@
-//! `egress-guard run`: enforce a policy, and keep enforcing it.
+//! `egress-guard run`: enforce a policy, and keep enforcing it while
+//! everything around it changes.
+//!
+//! One loop waits on every source of change and hands each to the agent:
+//!
+//! | source | what happens |
+//! |---|---|
+//! | rtnetlink link event | the interface is enforced (or cleaned up) at once; a reconcile follows shortly |
+//! | the policy file changes (inotify, or a 1 s identity poll) | after 100 ms of quiet, the file is re-read and, if new and valid, applied |
+//! | SIGHUP | the file is re-read, and a full reconcile runs |
+//! | a grant, revocation or start time comes | a full reconcile at that instant |
+//! | every 30 s | a full reconcile, which catches whatever an event missed |
+//! | SIGTERM, SIGINT | the loop ends; enforcement stays |
 
 use std::{path::PathBuf, time::Duration};
 
 use chrono::Utc;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::Instant,
+};
 use tracing::{info, warn};
 
 use super::Location;
-use crate::agent::{Agent, AgentError, Reconciled};
+use crate::{
+    agent::{AfterLinkEvent, Agent, AgentError, Reconciled, Reload},
+    netdev::LinkEvents,
+    watch::PolicyWatch,
+};
 
-/// How often the agent re-reads the interfaces and re-applies the policy.
-pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How often a full reconcile runs when nothing asks for one.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// How long after a link event the follow-up reconcile runs (events come in
+/// bursts when a hypervisor starts many VMs).
+pub const AFTER_LINK_EVENT: Duration = Duration::from_millis(200);
+/// How long the policy file must stay quiet before it is re-read (an editor
+/// or a copy writes in several steps).
+pub const FILE_QUIET: Duration = Duration::from_millis(100);
 
 pub struct RunOptions {
     pub policy: PathBuf,
@@ -21,36 +46,102 @@ pub struct RunOptions {
 /// returns: only `detach` removes it.
 pub async fn run(options: RunOptions) -> Result<(), AgentError> {
     let RunOptions { policy, location } = options;
+    // Subscribe to link events before the first listing, so that no
+    // interface created in between is missed.
+    let mut links = LinkEvents::subscribe()?;
     let mut agent = Agent::start(&policy, location.pins.clone(), location.states.clone())?;
+    let mut watch = PolicyWatch::new(&policy).map_err(AgentError::Watch)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
 
-    let mut ready = false;
-    let mut first = true;
+    // The first reconcile failing is fatal: nothing may be enforced yet.
+    let done = agent.reconcile(Utc::now()).await?;
+    log_changes(&done);
+    let mut ready = done.failed == 0;
+    if ready {
+        announce_ready(&agent, &done);
+    }
+    let mut due = Instant::now()
+        + if ready {
+            RECONCILE_EVERY
+        } else {
+            Duration::from_secs(2)
+        };
+
     loop {
-        match agent.reconcile(Utc::now()).await {
-            Ok(done) => {
-                log_changes(&done);
-                if !ready && done.failed == 0 {
-                    ready = true;
-                    announce_ready(&agent, &done);
-                }
-            }
-            // The first reconcile failing is fatal (nothing may be enforced
-            // yet); later ones are retried.
-            Err(e) if first => return Err(e),
-            Err(e) => warn!(error = %crate::error_chain(&e), "reconcile failed; retrying"),
-        }
-        first = false;
+        let wake = match agent.next_change() {
+            Some(at) => due.min(instant_of(at)),
+            None => due,
+        };
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            () = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = hangup.recv() => {
+                info!("SIGHUP: re-reading the policy");
+                reload(&mut agent).await;
+                due = Instant::now();
+            }
+            event = links.next() => {
+                let Some(event) = event else {
+                    warn!("the rtnetlink event stream ended; subscribing again");
+                    links = LinkEvents::subscribe()?;
+                    due = Instant::now();
+                    continue;
+                };
+                match agent.on_link_event(event, Utc::now()) {
+                    Ok(AfterLinkEvent::Reconcile) => due = due.min(Instant::now() + AFTER_LINK_EVENT),
+                    Ok(AfterLinkEvent::Done) => {}
+                    Err(e) => {
+                        warn!(error = %crate::error_chain(&e), "handling a link event; reconciling");
+                        due = Instant::now();
+                    }
+                }
+            }
+            () = watch.changed() => {
+                // Let a multi-step write finish.
+                while tokio::time::timeout(FILE_QUIET, watch.changed()).await.is_ok() {}
+                reload(&mut agent).await;
+            }
+            () = tokio::time::sleep_until(wake) => {
+                match agent.reconcile(Utc::now()).await {
+                    Ok(done) => {
+                        log_changes(&done);
+                        if !ready && done.failed == 0 {
+                            ready = true;
+                            announce_ready(&agent, &done);
+                        }
+                    }
+                    Err(e) => warn!(error = %crate::error_chain(&e), "reconcile failed; retrying"),
+                }
+                due = Instant::now() + if ready { RECONCILE_EVERY } else { Duration::from_secs(2) };
+            }
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!("stopping; enforcement stays in place until `egress-guard detach`");
     Ok(())
+}
+
+async fn reload(agent: &mut Agent) {
+    match agent.reload(Utc::now()).await {
+        Ok(Reload::Applied { generation, done }) => {
+            log_changes(&done);
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+                "policy generation {generation} in force"
+            ))]);
+        }
+        Ok(Reload::Unchanged | Reload::Rejected) => {}
+        Err(e) => {
+            warn!(error = %crate::error_chain(&e), "applying the new policy failed; retrying at the next reconcile");
+        }
+    }
+}
+
+/// The tokio instant of a wall-clock time (now if it is past).
+fn instant_of(at: chrono::DateTime<Utc>) -> Instant {
+    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    Instant::now() + wait
 }
 
 fn log_changes(done: &Reconciled) {

@@ -65,6 +65,14 @@ impl Default for Capacities {
 }
 
 impl Capacities {
+    /// Whether maps of this size hold `entries` interfaces (or VMs with
+    /// counters) with room to spare for what appears before the next
+    /// reconcile.
+    pub fn fits(&self, entries: usize) -> bool {
+        let room = self.ifaces.min(self.counters) as usize;
+        entries <= room - room / 4
+    }
+
     /// Room for `vms` VMs plus as many unknown interfaces, rounded up to a
     /// power of two. The hash maps are not preallocated, so unused room
     /// costs only the bucket array (16 bytes an entry).
@@ -136,7 +144,11 @@ pub(super) fn expected_shapes(
 pub(super) fn check_pinned(
     set: &std::path::Path,
     expected: &[(&'static str, MapShape)],
-) -> Result<(), MapsError> {
+) -> Result<Capacities, MapsError> {
+    let mut found_capacities = Capacities {
+        ifaces: 0,
+        counters: 0,
+    };
     for (name, want) in expected {
         let path = set.join(name);
         if !path.exists() {
@@ -161,8 +173,13 @@ pub(super) fn check_pinned(
                 needed: want.max_entries,
             });
         }
+        match *name {
+            shared::IFACES => found_capacities.ifaces = found.max_entries,
+            shared::COUNTERS => found_capacities.counters = found.max_entries,
+            _ => {}
+        }
     }
-    Ok(())
+    Ok(found_capacities)
 }
 
 fn pinned_shape(path: &std::path::Path) -> Result<MapShape, MapsError> {

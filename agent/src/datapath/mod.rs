@@ -79,6 +79,7 @@ pub struct Datapath {
     /// The set in use before, when this one replaces it (another layout, a
     /// map too small, or a map from another build).
     replaces: Option<PathBuf>,
+    capacity: Capacities,
 }
 
 impl Datapath {
@@ -92,9 +93,16 @@ impl Datapath {
         let object = object()?;
         let expected = maps::expected_shapes(object, capacities)?;
         let current = pins.current_map_set();
+        let mut capacity = capacities;
         let (set, replaces) = match &current {
             Some(set) => match maps::check_pinned(set, &expected) {
-                Ok(()) => (set.clone(), None),
+                Ok(found) => {
+                    // A pinned set may be larger than asked for; it is kept.
+                    if found.ifaces > 0 && found.counters > 0 {
+                        capacity = found;
+                    }
+                    (set.clone(), None)
+                }
                 Err(e @ (MapsError::Incompatible { .. } | MapsError::TooSmall { .. })) => {
                     let fresh = pins.new_map_set();
                     warn!(
@@ -126,7 +134,13 @@ impl Datapath {
         let mut datapath = Self::finish(loader.load(object)?)?;
         datapath.map_set = Some(set);
         datapath.replaces = replaces;
+        datapath.capacity = capacity;
         Ok(datapath)
+    }
+
+    /// How many entries the policy-sized maps hold.
+    pub fn capacity(&self) -> Capacities {
+        self.capacity
     }
 
     /// The map set these maps are pinned in.
@@ -147,7 +161,9 @@ impl Datapath {
             .map_max_entries(shared::IFACES, capacities.ifaces)
             .map_max_entries(shared::COUNTERS, capacities.counters)
             .load(object)?;
-        Self::finish(ebpf)
+        let mut datapath = Self::finish(ebpf)?;
+        datapath.capacity = capacities;
+        Ok(datapath)
     }
 
     fn finish(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
@@ -157,6 +173,7 @@ impl Datapath {
             maps,
             map_set: None,
             replaces: None,
+            capacity: Capacities::default(),
         };
         datapath
             .xdp()?

@@ -98,8 +98,14 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         path: path.to_owned(),
         source,
     })?;
+    from_bytes(path, &bytes)
+}
+
+/// Parses a policy file's bytes, already read from `path` (which is only
+/// used in messages).
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
     let file = path.display().to_string();
-    match std::str::from_utf8(&bytes) {
+    match std::str::from_utf8(bytes) {
         Ok(text) => parse(&file, text),
         Err(e) => {
             let valid = &bytes[..e.valid_up_to()];
@@ -218,7 +224,7 @@ fn serde_failed(
     out.into_iter().map(|(p, m)| diagnostic(p, m)).collect()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut hex = String::with_capacity(64);
     for b in digest {
