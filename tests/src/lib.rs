@@ -1,1 +1,7 @@
+//! egress-guard's integration tests (`tests/tests/*.rs`). They need root.
+//!
+//! The network-namespace fixtures they use (topology, SMTP sink and client,
+//! agent guard) are the crate `egress-guard-netns` in `tests/netns`, shared
+//! with `cargo xtask demo`; they are re-exported here as [`netns`].
 
+pub use egress_guard_netns as netns;

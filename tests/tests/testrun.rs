@@ -180,6 +180,7 @@ fn case(name: &'static str, frame: Vec<u8>, blocked: Verdict, reason: Option<usi
     }
 }
 
+#[allow(clippy::too_many_lines, reason = "one table, one row a case")]
 fn cases() -> Vec<Case> {
     use Verdict::{Drop, Pass};
     let held = Some(reason::POLICY);
@@ -491,11 +492,11 @@ mod thread_netns {
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
             let ns = Self { name };
-            ns.host(&["ip", "netns", "add", &ns.name]);
+            Self::host(&["ip", "netns", "add", &ns.name]);
             ns
         }
 
-        fn host(&self, args: &[&str]) -> String {
+        fn host(args: &[&str]) -> String {
             let out = Command::new(args[0])
                 .args(&args[1..])
                 .output()
@@ -512,7 +513,7 @@ mod thread_netns {
         pub fn run(&self, args: &[&str]) -> String {
             let mut full = vec!["ip", "netns", "exec", &self.name];
             full.extend_from_slice(args);
-            self.host(&full)
+            Self::host(&full)
         }
 
         pub fn ifindex(&self, ifname: &str) -> u32 {

@@ -1,0 +1,45 @@
+//! Network-namespace fixtures for egress-guard's end-to-end tests and its demo.
+//!
+//! - [`Netns`]: a named network namespace, deleted on drop.
+//! - [`Topology`]: a hypervisor namespace routing VM namespaces (one or more on
+//!   a Linux bridge) to an "internet" namespace, IPv4 and IPv6.
+//! - [`SmtpSink`]: aiosmtpd in the internet namespace on ports 25 and 587;
+//!   [`send_mail`] / [`SmtpSink::try_deliver`]: swaks in a VM namespace.
+//! - [`Agent`]: `egress-guard run` in the hypervisor namespace with its own pin
+//!   directory; killed, detached and unpinned on drop.
+//! - [`attachments`]: what XDP/TCX/tc programs sit on an interface.
+//! - [`sweep`]: removes what a crashed run left behind.
+//!
+//! Every guard cleans up in `Drop`, also while a test panics, and every name is
+//! unique (`egt-<pid>-<n>...`), so tests can run in parallel. Errors name the
+//! command that failed and show what it printed. Everything here needs root.
+
+pub mod agent;
+pub mod bpf;
+pub mod cmd;
+pub mod error;
+pub mod names;
+pub mod netns;
+pub mod smtp;
+pub mod topology;
+
+pub use agent::{Agent, agent_bin, held_back_packets, vm_entry};
+pub use bpf::{Attachments, attachments};
+pub use error::{Error, Result};
+pub use names::{TempDir, sweep, unique_tag};
+pub use netns::Netns;
+pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};
+pub use topology::{Link, Topology, TopologyBuilder, Vm};
+
+/// An error unless this process runs as root (namespaces, bpffs and the agent
+/// all need it).
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid(2) cannot fail and has no memory effects.
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(Error::Other(
+            "these fixtures need root (network namespaces, bpffs, the agent): run as root, e.g. `sudo -E cargo xtask test`".to_owned(),
+        ))
+    }
+}

@@ -1,0 +1,300 @@
+//! `cargo xtask test`: what CI runs (`.ci/run`).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    ctx::{Ctx, is_root, run_visible},
+    setup,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    no_lint: bool,
+    /// Skip the set-up (when you know everything is installed).
+    #[arg(long)]
+    no_setup: bool,
+    /// Run only the tests whose name contains FILTER (passed to the test binaries).
+    filter: Option<String>,
+    /// More arguments for the test binaries, e.g. `-- --nocapture --test-threads 1`.
+    #[arg(last = true, value_name = "TEST_ARGS")]
+    passthrough: Vec<String>,
+}
+
+enum Outcome {
+    Ok,
+    Failed(String),
+    Skipped(&'static str),
+}
+
+struct Step {
+    name: &'static str,
+    outcome: Outcome,
+    took: Duration,
+}
+
+/// Counts from cargo test's `test result:` lines.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    /// Adds the counts of a line like
+    /// `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let ctx = if args.no_setup {
+        Ctx::new()
+    } else {
+        setup::run(&setup::Args::default())?
+    };
+    if !is_root() {
+        bail!(
+            "the end-to-end tests need root (network namespaces, bpffs, the agent): run `sudo -E cargo xtask test`"
+        );
+    }
+    crate::sweep()?;
+
+    let mut steps = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| {
+        let t = Instant::now();
+        let outcome = match f() {
+            Ok(()) => Outcome::Ok,
+            Err(e) => {
+                eprintln!("xtask: {name} failed: {e:#}");
+                Outcome::Failed(format!("{e:#}"))
+            }
+        };
+        let ok = matches!(outcome, Outcome::Ok);
+        steps.push(Step {
+            name,
+            outcome,
+            took: t.elapsed(),
+        });
+        ok
+    };
+
+    if !args.no_lint {
+        step("format (cargo fmt --check)", &mut || {
+            run_visible(ctx.cargo().args(["fmt", "--all", "--", "--check"])).map(|_| ())
+        });
+        step("clippy", &mut || {
+            run_visible(ctx.cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "egress-guard-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+            .map(|_| ())
+        });
+    }
+    let mut bin = None;
+    let built = step("build the agent", &mut || {
+        bin = Some(build_agent(&ctx, false)?);
+        Ok(())
+    });
+    let mut counts = Counts::default();
+    if built && let Some(bin) = &bin {
+        step("tests", &mut || run_tests(&ctx, bin, args, &mut counts));
+    }
+    if args.no_lint {
+        steps.insert(
+            0,
+            Step {
+                name: "format and clippy",
+                outcome: Outcome::Skipped("--no-lint"),
+                took: Duration::ZERO,
+            },
+        );
+    }
+    if !built {
+        steps.push(Step {
+            name: "tests",
+            outcome: Outcome::Skipped("the agent did not build"),
+            took: Duration::ZERO,
+        });
+    }
+
+    let failed = summary(&steps, bin.as_deref(), &counts, started.elapsed());
+    if failed > 0 {
+        bail!("{failed} step(s) failed");
+    }
+    Ok(())
+}
+
+/// Prints the summary; returns how many steps failed.
+fn summary(
+    steps: &[Step],
+    bin: Option<&std::path::Path>,
+    counts: &Counts,
+    took: Duration,
+) -> usize {
+    println!();
+    println!("xtask test summary ({:.0}s in all):", took.as_secs_f64());
+    let mut failed = 0;
+    for s in steps {
+        let (word, note) = match &s.outcome {
+            Outcome::Ok => ("ok", String::new()),
+            Outcome::Failed(e) => {
+                failed += 1;
+                (
+                    "FAILED",
+                    format!(": {}", e.lines().next().unwrap_or_default()),
+                )
+            }
+            Outcome::Skipped(why) => ("skipped", format!(" ({why})")),
+        };
+        println!(
+            "  {word:<8} {:<28} {:>6.1}s{note}",
+            s.name,
+            s.took.as_secs_f64()
+        );
+    }
+    if let Some(bin) = bin {
+        println!("  agent binary: {}", bin.display());
+    }
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    failed
+}
+
+/// Builds the agent and returns the absolute path of its binary.
+pub fn build_agent(ctx: &Ctx, release: bool) -> Result<PathBuf> {
+    let mut cmd = ctx.cargo();
+    cmd.args([
+        "build",
+        "-p",
+        "egress-guard",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let line = egress_guard_netns::cmd::describe(&cmd);
+    println!("==> {line}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{line}`"))?;
+    let mut exe = None;
+    if let Some(out) = child.stdout.take() {
+        for l in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&l) else {
+                println!("{l}");
+                continue;
+            };
+            let is_agent_bin = msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == "egress-guard"
+                && msg["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"));
+            if is_agent_bin && let Some(path) = msg["executable"].as_str() {
+                exe = Some(PathBuf::from(path));
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo build")?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    let exe = exe.context("cargo build did not report the egress-guard binary")?;
+    let exe =
+        std::fs::canonicalize(&exe).with_context(|| format!("{} is missing", exe.display()))?;
+    Ok(exe)
+}
+
+fn run_tests(ctx: &Ctx, bin: &std::path::Path, args: &Args, counts: &mut Counts) -> Result<()> {
+    let mut cmd = ctx.cargo();
+    cmd.arg("test").env("EGRESS_GUARD_BIN", bin);
+    if args.filter.is_some() || !args.passthrough.is_empty() {
+        cmd.arg("--");
+        cmd.args(&args.filter);
+        cmd.args(&args.passthrough);
+    }
+    let line = egress_guard_netns::cmd::describe(&cmd);
+    println!("==> EGRESS_GUARD_BIN={} {line}", bin.display());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{line}`"))?;
+    if let Some(out) = child.stdout.take() {
+        for l in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            println!("{l}");
+            counts.add_line(&l);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    if counts.passed == 0 && counts.failed == 0 {
+        bail!("`{line}` ran no test");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn counts_add_up_over_test_result_lines() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        c.add_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 5 filtered out; finished in 3.20s");
+        c.add_line("running 3 tests");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 5,
+                failed: 1,
+                ignored: 1
+            }
+        );
+    }
+}
