@@ -32,9 +32,18 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=EGRESS_GUARD_EBPF_TOOLCHAIN");
     let toolchain =
         std::env::var("EGRESS_GUARD_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.to_owned());
+    // Features of the kernel programs, e.g. `upgrade-canary` for the upgrade
+    // tests (a build whose programs differ from the default's).
+    println!("cargo:rerun-if-env-changed=EGRESS_GUARD_EBPF_FEATURES");
+    let features_env = std::env::var("EGRESS_GUARD_EBPF_FEATURES").unwrap_or_default();
+    let features: Vec<&str> = features_env
+        .split([',', ' '])
+        .filter(|f| !f.is_empty())
+        .collect();
     let package = Package {
         name: ebpf.name.as_str(),
         root_dir: root_dir.as_str(),
+        features: &features,
         ..Default::default()
     };
     aya_build::build_ebpf([package], Toolchain::Custom(&toolchain))?;

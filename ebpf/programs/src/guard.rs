@@ -102,6 +102,10 @@ fn count(vm_key: u64, why: usize, bytes: u64) {
         unsafe {
             (*counters).packets[why] += 1;
             (*counters).bytes[why] += bytes;
+            #[cfg(feature = "upgrade-canary")]
+            {
+                (*counters).packets[reason::COUNT - 1] += 1;
+            }
         }
     }
 }
