@@ -24,6 +24,7 @@ use crate::{
         links::{pinned_links, unpin},
         maps::MapsError,
     },
+    metrics,
     netdev::{self, DevKind, LinkEvent, NetDev, NetdevError},
     policy::{self, Desired, Policy, PolicyError},
     state::{
@@ -50,6 +51,8 @@ pub enum AgentError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 impl AgentError {
@@ -171,6 +174,21 @@ pub struct Agent {
     known: HashMap<u32, String>,
     /// Our programs' ids, to tell a link that already runs them.
     program_ids: [u32; 2],
+    /// What the metrics count about the agent itself.
+    pub stats: AgentStats,
+}
+
+/// Counts of what the agent did since it started.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentStats {
+    /// New policies applied after the first.
+    pub reloads: u64,
+    /// Policy files rejected.
+    pub reload_failures: u64,
+    /// Failed attempts to put the program on an interface.
+    pub attach_failures: u64,
+    /// The last reconcile that enforced every interface.
+    pub last_apply: Option<DateTime<Utc>>,
 }
 
 impl Agent {
@@ -192,6 +210,7 @@ impl Agent {
             desired: None,
             known: HashMap::new(),
             program_ids: [0; 2],
+            stats: AgentStats::default(),
         };
         agent.program_ids = agent.datapath.program_ids()?;
         Ok(agent)
@@ -247,6 +266,7 @@ impl Agent {
                 self.policy = policy;
                 self.state.rejected = None;
                 let done = self.reconcile(now).await?;
+                self.stats.reloads += 1;
                 Ok(Reload::Applied {
                     generation: self.state.policy.as_ref().map_or(0, |p| p.generation),
                     done,
@@ -260,6 +280,7 @@ impl Agent {
                         "policy rejected; the policy in force stays"
                     );
                 }
+                self.stats.reload_failures += 1;
                 self.state.rejected = Some(RejectedPolicy {
                     path: self.policy_path.clone(),
                     hash,
@@ -338,7 +359,8 @@ impl Agent {
         self.datapath.maps.set_interface(dev.index, target.entry)?;
         let hook = self
             .datapath
-            .enforce(&self.pins, dev.index, &dev.name, target.hook)?;
+            .enforce(&self.pins, dev.index, &dev.name, target.hook)
+            .inspect_err(|_| self.stats.attach_failures += 1)?;
         info!(
             interface = %dev.name,
             ifindex = dev.index,
@@ -385,7 +407,62 @@ impl Agent {
             .count();
         self.record(now, generation, &desired, enforced)?;
         self.desired = Some(desired);
+        self.stats.attach_failures += done.failed as u64;
+        if done.failed == 0 {
+            self.stats.last_apply = Some(now);
+        }
         Ok(done)
+    }
+
+    /// What the metrics show now, counters read from the maps.
+    pub fn snapshot(&self, ready: bool) -> Result<metrics::Snapshot, AgentError> {
+        let totals = self.datapath.maps.counters_by_key()?;
+        let mut snapshot = metrics::Snapshot {
+            ready,
+            reloads: self.stats.reloads,
+            reload_failures: self.stats.reload_failures,
+            attach_failures: self.stats.attach_failures,
+            last_apply_seconds: self.stats.last_apply.map_or(0, |t| t.timestamp()),
+            ..metrics::Snapshot::default()
+        };
+        if let Some(p) = &self.state.policy {
+            snapshot.policy_generation = p.generation;
+            snapshot.policy_hash.clone_from(&p.hash);
+            snapshot.policy_path = p.path.display().to_string();
+        }
+        if let Some(desired) = &self.desired {
+            for vm in &desired.vms {
+                match vm.verdict {
+                    policy::Verdict::Allow => snapshot.vms_allowed += 1,
+                    policy::Verdict::Block => snapshot.vms_blocked += 1,
+                }
+                if let Some(c) = totals.get(&vm.key) {
+                    snapshot.counters.push(metrics::VmCounters {
+                        vm: vm.name.clone(),
+                        subscription: vm.subscription.clone(),
+                        counters: *c,
+                    });
+                }
+            }
+        }
+        // Interfaces that belong to no VM count under their own name.
+        for record in self.state.interfaces.values() {
+            if record.vm.is_none()
+                && let Some(c) = totals.get(&record.key)
+            {
+                snapshot.counters.push(metrics::VmCounters {
+                    vm: format!("unknown:{}", record.name),
+                    subscription: String::new(),
+                    counters: *c,
+                });
+            }
+        }
+        let mut hooks: BTreeMap<String, u64> = BTreeMap::new();
+        for record in self.state.interfaces.values() {
+            *hooks.entry(record.hook.clone()).or_default() += 1;
+        }
+        snapshot.interfaces_by_hook = hooks.into_iter().collect();
+        Ok(snapshot)
     }
 
     /// Moves to larger maps when the policy outgrows them: a new map set

@@ -50,6 +50,9 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Address of the Prometheus /metrics, /healthz and /readyz endpoint.
+        #[arg(long, value_name = "ADDR", default_value = egress_guard::metrics::DEFAULT_ADDR)]
+        metrics_addr: std::net::SocketAddr,
     },
     /// Validate a policy and print each VM's verdict and reason.
     Check {
@@ -121,10 +124,15 @@ fn main() -> ExitCode {
             policy,
             location,
             log_format,
+            metrics_addr,
         } => {
             init_logs(log_format, "info");
             let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
-            let options = cmd::run::RunOptions { policy, location };
+            let options = cmd::run::RunOptions {
+                policy,
+                location,
+                metrics_addr,
+            };
             match runtime.block_on(cmd::run::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.exit_code(), &e),

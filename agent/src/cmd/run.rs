@@ -10,9 +10,18 @@
 //! | SIGHUP | the file is re-read, and a full reconcile runs |
 //! | a grant, revocation or start time comes | a full reconcile at that instant |
 //! | every 30 s | a full reconcile, which catches whatever an event missed |
+//! | a scrape of `/metrics` | a snapshot of the counters and the agent's state |
 //! | SIGTERM, SIGINT | the loop ends; enforcement stays |
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use tokio::{
@@ -24,6 +33,7 @@ use tracing::{info, warn};
 use super::Location;
 use crate::{
     agent::{AfterLinkEvent, Agent, AgentError, Reconciled, Reload},
+    metrics,
     netdev::LinkEvents,
     watch::PolicyWatch,
 };
@@ -40,12 +50,18 @@ pub const FILE_QUIET: Duration = Duration::from_millis(100);
 pub struct RunOptions {
     pub policy: PathBuf,
     pub location: Location,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub metrics_addr: SocketAddr,
 }
 
 /// Runs until SIGTERM or SIGINT. Enforcement stays in place when it
 /// returns: only `detach` removes it.
 pub async fn run(options: RunOptions) -> Result<(), AgentError> {
-    let RunOptions { policy, location } = options;
+    let RunOptions {
+        policy,
+        location,
+        metrics_addr,
+    } = options;
     // Subscribe to link events before the first listing, so that no
     // interface created in between is missed.
     let mut links = LinkEvents::subscribe()?;
@@ -54,12 +70,15 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+    let ready_flag = Arc::new(AtomicBool::new(false));
+    let mut scrapes = metrics::serve(metrics_addr, Arc::clone(&ready_flag)).await?;
 
     // The first reconcile failing is fatal: nothing may be enforced yet.
     let done = agent.reconcile(Utc::now()).await?;
     log_changes(&done);
     let mut ready = done.failed == 0;
     if ready {
+        ready_flag.store(true, Ordering::Relaxed);
         announce_ready(&agent, &done);
     }
     let mut due = Instant::now()
@@ -98,6 +117,12 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
                     }
                 }
             }
+            Some(reply) = scrapes.recv() => {
+                match agent.snapshot(ready_flag.load(Ordering::Relaxed)) {
+                    Ok(snapshot) => { let _ = reply.send(snapshot); }
+                    Err(e) => warn!(error = %crate::error_chain(&e), "reading the counters for a scrape"),
+                }
+            }
             () = watch.changed() => {
                 // Let a multi-step write finish.
                 while tokio::time::timeout(FILE_QUIET, watch.changed()).await.is_ok() {}
@@ -111,6 +136,7 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
                             ready = true;
                             announce_ready(&agent, &done);
                         }
+                        ready_flag.store(done.failed == 0, Ordering::Relaxed);
                     }
                     Err(e) => warn!(error = %crate::error_chain(&e), "reconcile failed; retrying"),
                 }
