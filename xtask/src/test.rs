@@ -128,9 +128,18 @@ pub fn run(args: &Args) -> Result<()> {
         bin = Some(build_agent(&ctx, false)?);
         Ok(())
     });
+    let mut upgrade = None;
+    if built {
+        step("build the upgrade agent", &mut || {
+            upgrade = Some(build_upgrade_agent(&ctx)?);
+            Ok(())
+        });
+    }
     let mut counts = Counts::default();
     if built && let Some(bin) = &bin {
-        step("tests", &mut || run_tests(&ctx, bin, args, &mut counts));
+        step("tests", &mut || {
+            run_tests(&ctx, bin, upgrade.as_deref(), args, &mut counts)
+        });
     }
     if args.no_lint {
         steps.insert(
@@ -197,7 +206,34 @@ fn summary(
 
 /// Builds the agent and returns the absolute path of its binary.
 pub fn build_agent(ctx: &Ctx, release: bool) -> Result<PathBuf> {
+    build_agent_with(release, ctx.cargo())
+}
+
+/// The feature of the kernel programs that makes the upgrade tests' build
+/// (its programs also count held-back packets in the spare counter slot, so
+/// their bytecode differs from the default build's).
+const UPGRADE_FEATURES: &str = "upgrade-canary";
+
+/// Builds the agent a second time, with the kernel programs of
+/// [`UPGRADE_FEATURES`], into a target directory of its own
+/// (`<target>/upgrade`, so that the normal build's cache is left alone), and
+/// returns its binary: what the upgrade test replaces the running agent
+/// with (`EGRESS_GUARD_BIN_UPGRADE`).
+pub fn build_upgrade_agent(ctx: &Ctx) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| ctx.root.join("target"), PathBuf::from)
+        .join("upgrade");
     let mut cmd = ctx.cargo();
+    cmd.env("CARGO_TARGET_DIR", &target)
+        .env("EGRESS_GUARD_EBPF_FEATURES", UPGRADE_FEATURES);
+    println!(
+        "==> (upgrade build: EGRESS_GUARD_EBPF_FEATURES={UPGRADE_FEATURES} CARGO_TARGET_DIR={})",
+        target.display()
+    );
+    build_agent_with(false, cmd)
+}
+
+fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<PathBuf> {
     cmd.args([
         "build",
         "-p",
@@ -244,16 +280,32 @@ pub fn build_agent(ctx: &Ctx, release: bool) -> Result<PathBuf> {
     Ok(exe)
 }
 
-fn run_tests(ctx: &Ctx, bin: &std::path::Path, args: &Args, counts: &mut Counts) -> Result<()> {
+fn run_tests(
+    ctx: &Ctx,
+    bin: &std::path::Path,
+    upgrade: Option<&std::path::Path>,
+    args: &Args,
+    counts: &mut Counts,
+) -> Result<()> {
     let mut cmd = ctx.cargo();
     cmd.arg("test").env("EGRESS_GUARD_BIN", bin);
+    if let Some(upgrade) = upgrade {
+        cmd.env("EGRESS_GUARD_BIN_UPGRADE", upgrade);
+    }
     if args.filter.is_some() || !args.passthrough.is_empty() {
         cmd.arg("--");
         cmd.args(&args.filter);
         cmd.args(&args.passthrough);
     }
     let line = egress_guard_netns::cmd::describe(&cmd);
-    println!("==> EGRESS_GUARD_BIN={} {line}", bin.display());
+    println!(
+        "==> EGRESS_GUARD_BIN={}{} {line}",
+        bin.display(),
+        upgrade.map_or_else(String::new, |u| format!(
+            " EGRESS_GUARD_BIN_UPGRADE={}",
+            u.display()
+        ))
+    );
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

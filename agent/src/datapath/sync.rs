@@ -188,7 +188,7 @@ impl Maps {
     pub fn remove_interface(&mut self, ifindex: u32) -> Result<bool, MapsError> {
         match self.ifaces.remove(&ifindex) {
             Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(map_err(shared::IFACES)(e)),
         }
     }
@@ -203,11 +203,22 @@ impl Maps {
             .collect();
         for key in &stale {
             match self.counters.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(map_err(shared::COUNTERS)(e)),
             }
         }
         Ok(stale.len())
+    }
+}
+
+/// Whether a map error says the key is not there. aya reports a missing
+/// key on lookup as `KeyNotFound`, but on delete as the syscall's ENOENT.
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -4,7 +4,7 @@
 //! the latter remounts /sys, which hides /sys/fs/bpf, where the agent pins.
 
 use std::{
-    ffi::OsStr,
+    ffi::{OsStr, OsString},
     io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -53,6 +53,8 @@ pub fn agent_bin() -> Result<PathBuf> {
 pub struct Agent<'a> {
     hv: &'a Netns,
     bin: PathBuf,
+    policy: PathBuf,
+    extra: Vec<OsString>,
     pin_dir: PathBuf,
     tag: String,
     command: String,
@@ -86,61 +88,62 @@ impl<'a> Agent<'a> {
         let pin_dir = Path::new(names::BPFFS).join(&tag);
         let dir = TempDir::new("agent")?;
         let stderr = dir.path().join("agent.stderr");
-        let stderr_file = std::fs::File::create(&stderr)
-            .map_err(|e| Error::io(format!("creating {}", stderr.display()), e))?;
-        let mut cmd = hv.nsenter(bin);
-        cmd.arg("run")
-            .arg("--policy")
-            .arg(policy)
-            .arg("--pin-dir")
-            .arg(&pin_dir)
-            .args(extra);
-        let command = describe(&cmd);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr_file)
-            // Its own process group: a Ctrl-C at the terminal reaches the
-            // caller, which then stops the agent in order.
-            .process_group(0)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        let extra: Vec<OsString> = extra.iter().map(|e| e.as_ref().to_owned()).collect();
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        {
-            let pipe = child.stdout.take();
-            let stdout = Arc::clone(&stdout);
-            thread::spawn(move || {
-                if let Some(pipe) = pipe {
-                    for line in BufReader::new(pipe)
-                        .lines()
-                        .map_while(std::result::Result::ok)
-                    {
-                        if let Ok(mut all) = stdout.lock() {
-                            all.push(line.clone());
-                        }
-                        let _ = tx.send(line);
-                    }
-                }
-            });
-        }
+        let launched = launch(hv, bin, policy, &pin_dir, &extra, &stderr, &stdout)?;
         Ok(Self {
             hv,
             bin: bin.to_owned(),
+            policy: policy.to_owned(),
+            extra,
             pin_dir,
             tag,
-            command,
-            child,
+            command: launched.command,
+            child: launched.child,
             exit: None,
             stdout,
-            lines,
+            lines: launched.lines,
             stderr,
             detached: false,
             _dir: dir,
         })
+    }
+
+    /// Starts the agent again on the same pin directory (and so the same
+    /// state directory), as a service manager restarts it, once the previous
+    /// process has ended ([`Agent::stop`] or [`Agent::kill`] first). `bin`
+    /// runs another build (an upgrade); `None` runs the same binary again.
+    /// Its logs go on in the same stderr file. Does not wait for `ready`.
+    pub fn respawn(&mut self, bin: Option<&Path>) -> Result<()> {
+        if self.wait_exit(Duration::ZERO)?.is_none() {
+            return Err(Error::Other(format!(
+                "respawn: the agent (pid {}) is still running; stop or kill it first",
+                self.pid()
+            )));
+        }
+        if let Some(bin) = bin {
+            bin.clone_into(&mut self.bin);
+        }
+        let launched = launch(
+            self.hv,
+            &self.bin,
+            &self.policy,
+            &self.pin_dir,
+            &self.extra,
+            &self.stderr,
+            &self.stdout,
+        )?;
+        self.command = launched.command;
+        self.child = launched.child;
+        self.lines = launched.lines;
+        self.exit = None;
+        Ok(())
+    }
+
+    /// [`Agent::respawn`], then waits for `ready`.
+    pub fn restart(&mut self, bin: Option<&Path>) -> Result<()> {
+        self.respawn(bin)?;
+        self.wait_ready(READY_TIMEOUT)
     }
 
     /// Waits for a stdout line containing `ready`. On failure (timeout, or the
@@ -183,6 +186,27 @@ impl<'a> Agent<'a> {
 
     pub fn bin(&self) -> &Path {
         &self.bin
+    }
+
+    /// The policy file the agent was started with.
+    pub fn policy(&self) -> &Path {
+        &self.policy
+    }
+
+    /// `<pin dir>/links`, where the agent pins one link per enforced
+    /// interface.
+    pub fn links_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
+
+    /// The log events the agent wrote so far, when it runs with
+    /// `--log-format json` (lines that are not JSON objects are skipped).
+    pub fn json_logs(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object)
+            .collect()
     }
 
     /// What the agent printed on stderr (its logs) so far.
@@ -343,6 +367,73 @@ impl Drop for Agent<'_> {
             );
         }
     }
+}
+
+/// A started `run` process.
+struct Launched {
+    command: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+/// Starts `bin run --policy POLICY --pin-dir DIR EXTRA...` in `hv`, its
+/// stderr appended to `stderr`, its stdout lines collected in `stdout` and
+/// sent on the returned channel.
+fn launch(
+    hv: &Netns,
+    bin: &Path,
+    policy: &Path,
+    pin_dir: &Path,
+    extra: &[OsString],
+    stderr: &Path,
+    stdout: &Arc<Mutex<Vec<String>>>,
+) -> Result<Launched> {
+    let stderr_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .map_err(|e| Error::io(format!("opening {}", stderr.display()), e))?;
+    let mut cmd = hv.nsenter(bin);
+    cmd.arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .args(extra);
+    let command = describe(&cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr_file)
+        // Its own process group: a Ctrl-C at the terminal reaches the
+        // caller, which then stops the agent in order.
+        .process_group(0)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    let (tx, lines) = mpsc::channel();
+    let pipe = child.stdout.take();
+    let stdout = Arc::clone(stdout);
+    thread::spawn(move || {
+        if let Some(pipe) = pipe {
+            for line in BufReader::new(pipe)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if let Ok(mut all) = stdout.lock() {
+                    all.push(line.clone());
+                }
+                let _ = tx.send(line);
+            }
+        }
+    });
+    Ok(Launched {
+        command,
+        child,
+        lines,
+    })
 }
 
 /// `text` without ANSI escape sequences (`ESC [ ... letter`).

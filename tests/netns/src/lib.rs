@@ -7,7 +7,11 @@
 //!   [`send_mail`] / [`SmtpSink::try_deliver`]: swaks in a VM namespace.
 //! - [`Agent`]: `egress-guard run` in the hypervisor namespace with its own pin
 //!   directory; killed, detached and unpinned on drop.
-//! - [`attachments`]: what XDP/TCX/tc programs sit on an interface.
+//! - [`attachments`]: what XDP/TCX/tc programs sit on an interface; [`bpf`]
+//!   also has the raw bpf(2) calls of the live-operation tests (program tags,
+//!   pinned maps, the attach window).
+//! - [`SynStream`] / [`SynCapture`]: a steady stream of TCP SYNs from a VM,
+//!   and a count of those that arrive elsewhere, for zero-escape tests.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -22,14 +26,16 @@ pub mod names;
 pub mod netns;
 pub mod smtp;
 pub mod topology;
+pub mod traffic;
 
 pub use agent::{Agent, agent_bin, held_back_packets, vm_entry};
-pub use bpf::{Attachments, attachments};
+pub use bpf::{AttachWatch, Attachments, ProgInfo, attachments};
 pub use error::{Error, Result};
 pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
 pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};
 pub use topology::{Link, Topology, TopologyBuilder, Vm};
+pub use traffic::{Captured, Sent, SynCapture, SynStream};
 
 /// An error unless this process runs as root (namespaces, bpffs and the agent
 /// all need it).

@@ -419,6 +419,23 @@ impl Topology {
         Ok(vm)
     }
 
+    /// Takes `vm`'s NIC away, as a hypervisor does when the VM stops: its
+    /// host-side interface is deleted, and with it the VM's end of the veth.
+    pub fn unplug(&self, vm: &Vm) -> Result<()> {
+        self.hv.ip(["link", "del", &vm.host_if])?;
+        Ok(())
+    }
+
+    /// Gives `vm` its NIC again after [`Topology::unplug`], as a hypervisor
+    /// does when the VM starts: the host-side interface is created anew
+    /// (same name, a new ifindex), with the same addresses and routes. Waits
+    /// until the VM reaches the sink.
+    pub fn replug(&self, vm: &Vm) -> Result<()> {
+        plug_vm(&self.hv, vm)?;
+        vm.ns
+            .wait_reachable(SINK_V4.into(), Duration::from_secs(20))
+    }
+
     /// The namespaces of this topology, for checks that they are gone.
     pub fn namespace_names(&self) -> Vec<String> {
         let mut out = vec![self.hv.name().to_owned(), self.internet.name().to_owned()];

@@ -1,0 +1,293 @@
+//! Continuous traffic for the zero-escape tests: a steady stream of TCP SYNs
+//! from a VM ([`SynStream`]), and a capture in another namespace that counts
+//! every SYN that arrives, by source address and sequence number
+//! ([`SynCapture`]).
+//!
+//! Each SYN of a stream is hand-made and sent once (raw sockets, no
+//! retransmission), with its number as its TCP sequence number, so a capture
+//! tells exactly which ones got through: for a blocked VM the count must be
+//! 0, for an allowed VM every number from 0 to `sent - 1` must be there.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    cmd::{self, describe},
+    error::{Error, Result},
+    names::TempDir,
+    netns::Netns,
+    smtp::python,
+    topology::Vm,
+};
+
+/// The stream sender's source.
+pub const STREAM_SCRIPT: &str = include_str!("../../fixtures/syn_stream.py");
+/// The capture's source.
+pub const CAPTURE_SCRIPT: &str = include_str!("../../fixtures/syn_capture.py");
+
+/// A python script running in a namespace until told to stop, which then
+/// writes its result as JSON to a file.
+#[derive(Debug)]
+struct Script {
+    child: Child,
+    command: String,
+    out: PathBuf,
+    stderr: PathBuf,
+    _dir: TempDir,
+}
+
+impl Script {
+    /// Starts `source` with `args` (and `--out FILE`) in `ns`, and waits for
+    /// it to print `ready_word`.
+    fn start(
+        ns: &Netns,
+        what: &str,
+        source: &str,
+        args: &[String],
+        ready_word: &str,
+    ) -> Result<Self> {
+        let dir = TempDir::new(what)?;
+        let script = dir.write(&format!("{what}.py"), source)?;
+        let out = dir.path().join("result.json");
+        let stderr = dir.path().join("stderr.log");
+        let stderr_file = std::fs::File::create(&stderr)
+            .map_err(|e| Error::io(format!("creating {}", stderr.display()), e))?;
+        let mut cmd = ns.command(python());
+        cmd.arg("-u").arg(&script).args(args).arg("--out").arg(&out);
+        let command = describe(&cmd);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr_file)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            if let Some(out) = stdout {
+                for line in BufReader::new(out)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let script = Self {
+            child,
+            command,
+            out,
+            stderr,
+            _dir: dir,
+        };
+        let timeout = Duration::from_secs(15);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) if line.starts_with(ready_word) => return Ok(script),
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    thread::sleep(Duration::from_millis(100));
+                    return Err(Error::Other(format!(
+                        "`{}` ended before it printed {ready_word:?}\n--- stderr ---\n{}",
+                        script.command,
+                        script.stderr()
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("`{}` to print {ready_word:?}", script.command),
+                    timeout,
+                    details: format!("--- stderr ---\n{}", script.stderr()),
+                });
+            }
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for the end, read the result.
+    fn finish<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T> {
+        cmd::signal(self.child.id(), libc::SIGTERM);
+        let timeout = Duration::from_secs(15);
+        let Some(status) = cmd::wait_within(&mut self.child, timeout)? else {
+            return Err(Error::Timeout {
+                what: format!("`{}` to end after SIGTERM", self.command),
+                timeout,
+                details: format!("--- stderr ---\n{}", self.stderr()),
+            });
+        };
+        let text = std::fs::read_to_string(&self.out).map_err(|e| {
+            Error::Other(format!(
+                "`{}` ended ({status}) without a result in {}: {e}\n--- stderr ---\n{}",
+                self.command,
+                self.out.display(),
+                self.stderr()
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            command: self.command.clone(),
+            output: text,
+            source,
+        })
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a [`SynStream`] sent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sent {
+    /// SYNs sent: numbers `0..sent` (when `errors` is 0).
+    pub sent: u64,
+    pub sent_v4: u64,
+    pub sent_v6: u64,
+    /// Sends that failed (their numbers were not sent).
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub seconds: f64,
+}
+
+/// A steady stream of TCP SYNs from a VM, one per sequence number, until
+/// [`SynStream::stop`]. Killed on drop.
+#[derive(Debug)]
+pub struct SynStream {
+    script: Script,
+}
+
+impl SynStream {
+    /// Starts sending `rate` SYNs a second from `vm` to `dst4:port` (and,
+    /// alternately, to `dst6:port` when given); returns once it sends.
+    pub fn start(
+        vm: &Vm,
+        dst4: Ipv4Addr,
+        dst6: Option<Ipv6Addr>,
+        port: u16,
+        rate: u32,
+    ) -> Result<Self> {
+        let mut args = vec![
+            "--src4".to_owned(),
+            vm.ipv4.to_string(),
+            "--dst4".to_owned(),
+            dst4.to_string(),
+            "--dport".to_owned(),
+            port.to_string(),
+            "--rate".to_owned(),
+            rate.to_string(),
+        ];
+        if let Some(dst6) = dst6 {
+            args.extend([
+                "--src6".to_owned(),
+                vm.ipv6.to_string(),
+                "--dst6".to_owned(),
+                dst6.to_string(),
+            ]);
+        }
+        Ok(Self {
+            script: Script::start(&vm.ns, "syn-stream", STREAM_SCRIPT, &args, "sending")?,
+        })
+    }
+
+    /// Stops the stream and says what it sent.
+    pub fn stop(&mut self) -> Result<Sent> {
+        self.script.finish()
+    }
+}
+
+/// What a [`SynCapture`] saw from one source address.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FromSource {
+    /// SYNs to a watched port.
+    pub syns: u64,
+    /// Their sequence numbers, in order of arrival.
+    pub seqs: Vec<u32>,
+}
+
+/// What a [`SynCapture`] saw.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Captured {
+    /// By source address (as the capture printed it).
+    pub by_src: BTreeMap<String, FromSource>,
+    /// Frames received in all.
+    pub frames: u64,
+    /// Frames the kernel dropped because the capture was too slow: when not
+    /// 0, the counts are incomplete.
+    pub kernel_drops: u64,
+}
+
+impl Captured {
+    /// What arrived from `addr`.
+    pub fn from(&self, addr: IpAddr) -> FromSource {
+        self.by_src
+            .iter()
+            .find(|(k, _)| k.parse::<IpAddr>().ok() == Some(addr))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The SYNs to a watched port from any of `addrs`.
+    pub fn syns_from(&self, addrs: &[IpAddr]) -> u64 {
+        addrs.iter().map(|a| self.from(*a).syns).sum()
+    }
+
+    /// The sequence numbers in `0..sent` that arrived from none of `addrs`.
+    pub fn missing(&self, addrs: &[IpAddr], sent: u64) -> Vec<u64> {
+        let seen: BTreeSet<u64> = addrs
+            .iter()
+            .flat_map(|a| self.from(*a).seqs)
+            .map(u64::from)
+            .collect();
+        (0..sent).filter(|s| !seen.contains(s)).collect()
+    }
+}
+
+/// Counts every TCP SYN to the given ports that arrives on an interface of a
+/// namespace, from when it starts until [`SynCapture::stop`]. Killed on drop.
+#[derive(Debug)]
+pub struct SynCapture {
+    script: Script,
+}
+
+impl SynCapture {
+    /// Starts capturing on `iface` of `ns`; returns once the socket is bound.
+    pub fn start(ns: &Netns, iface: &str, ports: &[u16]) -> Result<Self> {
+        let mut args = vec!["--iface".to_owned(), iface.to_owned()];
+        for port in ports {
+            args.extend(["--port".to_owned(), port.to_string()]);
+        }
+        Ok(Self {
+            script: Script::start(ns, "syn-capture", CAPTURE_SCRIPT, &args, "capturing")?,
+        })
+    }
+
+    /// Stops the capture (after it drained what is queued) and returns what
+    /// it saw.
+    pub fn stop(&mut self) -> Result<Captured> {
+        self.script.finish()
+    }
+}
