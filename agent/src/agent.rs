@@ -12,8 +12,8 @@ use std::{
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use egress_guard_common::maps::{
-    ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, IfaceEntry, MODE_AUDIT, MODE_ENFORCE,
-    VERDICT_ALLOW, VERDICT_BLOCK,
+    ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, DEFAULT_REPLY_BURST, DEFAULT_REPLY_RATE,
+    IfaceEntry, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK,
 };
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -102,7 +102,9 @@ pub fn kernel_config(desired: &Desired, generation: u64) -> Config {
             policy::Action::Icmp => ACTION_ICMP,
         },
         generation,
+        ..Config::default()
     }
+    .with_reply_rate(DEFAULT_REPLY_RATE, DEFAULT_REPLY_BURST)
 }
 
 fn verdict_code(verdict: policy::Verdict) -> u32 {

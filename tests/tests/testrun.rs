@@ -65,6 +65,7 @@ impl Bench {
                 mode,
                 action: ACTION_DROP,
                 generation: 1,
+                ..Config::default()
             },
             ports: BTreeSet::from([25, 465]),
             ..KernelState::default()

@@ -7,7 +7,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuHashMap},
 };
-use egress_guard_common::maps::{self as shared, Config, Counters, IfaceEntry};
+use egress_guard_common::maps::{self as shared, Config, Counters, FragEntry, FragKey, IfaceEntry};
 use thiserror::Error;
 
 use super::{DatapathError, PinDir};
@@ -208,6 +208,10 @@ pub struct Maps {
     pub allow_v4: LpmTrie<MapData, [u8; 4], u8>,
     pub allow_v6: LpmTrie<MapData, [u8; 16], u8>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
+    /// Written by the programs only: the verdicts of fragmented datagrams.
+    pub frags: HashMap<MapData, FragKey, FragEntry>,
+    /// Written by the programs only: each VM's next reply time.
+    pub reply_rate: HashMap<MapData, u64, u64>,
 }
 
 impl Maps {
@@ -252,6 +256,8 @@ impl Maps {
             allow_v4: typed(shared::ALLOW_V4, get(shared::ALLOW_V4)?)?,
             allow_v6: typed(shared::ALLOW_V6, get(shared::ALLOW_V6)?)?,
             counters: typed(shared::COUNTERS, get(shared::COUNTERS)?)?,
+            frags: typed(shared::FRAGS, get(shared::FRAGS)?)?,
+            reply_rate: typed(shared::REPLY_RATE, get(shared::REPLY_RATE)?)?,
         })
     }
 

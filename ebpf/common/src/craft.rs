@@ -32,19 +32,34 @@ enum Ip {
 
 #[derive(Clone, Debug)]
 enum L4 {
-    Tcp { src: u16, dst: u16, flags: u8 },
-    Udp { src: u16, dst: u16 },
-    Raw { proto: u8 },
+    Tcp {
+        src: u16,
+        dst: u16,
+        flags: u8,
+        seq: u32,
+        option_words: u8,
+    },
+    Udp {
+        src: u16,
+        dst: u16,
+    },
+    Raw {
+        proto: u8,
+    },
 }
 
 /// A frame under construction.
 #[derive(Clone, Debug)]
 pub struct Frame {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
     vlans: Vec<(u16, u16)>,
     ethertype: Option<u16>,
     ip: Ip,
     ipv4_option_words: u8,
+    ipv4_auth_words: u8,
     ipv6_ext: Vec<(u8, usize)>,
+    ipv6_ext_after_fragment: Vec<(u8, usize)>,
     fragment: Option<(u32, u16, bool)>,
     l4: L4,
     payload: Vec<u8>,
@@ -54,11 +69,15 @@ pub struct Frame {
 impl Frame {
     fn new(ip: Ip, l4: L4) -> Self {
         Self {
+            src_mac: VM_MAC,
+            dst_mac: HOST_MAC,
             vlans: Vec::new(),
             ethertype: None,
             ip,
             ipv4_option_words: 0,
+            ipv4_auth_words: 0,
             ipv6_ext: Vec::new(),
+            ipv6_ext_after_fragment: Vec::new(),
             fragment: None,
             l4,
             payload: Vec::new(),
@@ -74,6 +93,8 @@ impl Frame {
                 src: sport,
                 dst: dport,
                 flags: TCP_SYN,
+                seq: DEFAULT_SEQ,
+                option_words: 0,
             },
         )
     }
@@ -86,6 +107,8 @@ impl Frame {
                 src: sport,
                 dst: dport,
                 flags: TCP_SYN,
+                seq: DEFAULT_SEQ,
+                option_words: 0,
             },
         )
     }
@@ -131,6 +154,43 @@ impl Frame {
         if let L4::Tcp { flags: f, .. } = &mut self.l4 {
             *f = flags;
         }
+        self
+    }
+
+    /// TCP sequence number (default [`DEFAULT_SEQ`]).
+    pub fn seq(mut self, seq: u32) -> Self {
+        if let L4::Tcp { seq: s, .. } = &mut self.l4 {
+            *s = seq;
+        }
+        self
+    }
+
+    /// TCP options: `words` 32-bit words of NOP options (data offset 5 + words).
+    pub fn tcp_options(mut self, words: u8) -> Self {
+        if let L4::Tcp { option_words, .. } = &mut self.l4 {
+            *option_words = words;
+        }
+        self
+    }
+
+    /// Source and destination MAC addresses (default [`VM_MAC`] to [`HOST_MAC`]).
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    /// An IPv4 authentication header of `words` 32-bit words (its length
+    /// field says `words - 2`) between the IPv4 header and the transport.
+    pub fn ipv4_auth(mut self, words: u8) -> Self {
+        self.ipv4_auth_words = words;
+        self
+    }
+
+    /// Adds an IPv6 extension header after the fragment header (in the
+    /// fragmentable part), see [`Frame::ipv6_ext`].
+    pub fn ipv6_ext_after_fragment(mut self, kind: u8, len: usize) -> Self {
+        self.ipv6_ext_after_fragment.push((kind, len));
         self
     }
 
@@ -200,16 +260,25 @@ impl Frame {
     fn l4_bytes(&self, pseudo: &[u8], later_fragment: bool) -> (u8, Vec<u8>) {
         let mut out = Vec::new();
         let proto = match self.l4 {
-            L4::Tcp { src, dst, flags } => {
+            L4::Tcp {
+                src,
+                dst,
+                flags,
+                seq,
+                option_words,
+            } => {
                 if !later_fragment {
                     out.extend_from_slice(&src.to_be_bytes());
                     out.extend_from_slice(&dst.to_be_bytes());
-                    out.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
+                    out.extend_from_slice(&seq.to_be_bytes());
                     out.extend_from_slice(&0u32.to_be_bytes()); // ack
-                    out.push(5 << 4);
+                    out.push((5 + option_words) << 4);
                     out.push(flags);
                     out.extend_from_slice(&64240u16.to_be_bytes());
                     out.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+                    for _ in 0..option_words {
+                        out.extend_from_slice(&[1, 1, 1, 1]); // NOP options
+                    }
                 }
                 IPPROTO_TCP
             }
@@ -242,8 +311,8 @@ impl Frame {
     /// The frame's bytes.
     pub fn build(&self) -> Vec<u8> {
         let mut f = Vec::with_capacity(128);
-        f.extend_from_slice(&HOST_MAC);
-        f.extend_from_slice(&VM_MAC);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
         for &(tpid, vid) in &self.vlans {
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
@@ -254,7 +323,19 @@ impl Frame {
                 f.extend_from_slice(&self.ethertype.unwrap_or(ETH_P_IPV4).to_be_bytes());
                 let mut pseudo = Vec::from(&src[..]);
                 pseudo.extend_from_slice(&dst);
-                let (proto, l4) = self.l4_bytes(&pseudo, later);
+                let (l4_proto, mut l4) = self.l4_bytes(&pseudo, later);
+                let mut proto = l4_proto;
+                if self.ipv4_auth_words > 0 && !later {
+                    let mut ah = alloc::vec![0u8; self.ipv4_auth_words as usize * 4];
+                    ah[0] = l4_proto;
+                    ah[1] = self.ipv4_auth_words.saturating_sub(2);
+                    ah[4..8].copy_from_slice(&0x100u32.to_be_bytes()); // SPI
+                    ah.extend_from_slice(&l4);
+                    l4 = ah;
+                }
+                if self.ipv4_auth_words > 0 {
+                    proto = crate::parse::IPPROTO_AH;
+                }
                 let ihl = 5 + self.ipv4_option_words as usize;
                 let total = ihl * 4 + l4.len();
                 let (id, frag) = match self.fragment {
@@ -289,6 +370,9 @@ impl Frame {
                 let mut chain: Vec<(u8, usize)> = self.ipv6_ext.clone();
                 if self.fragment.is_some() {
                     chain.push((44, 8));
+                }
+                if !later {
+                    chain.extend_from_slice(&self.ipv6_ext_after_fragment);
                 }
                 let mut ext = Vec::new();
                 for (i, &(kind, len)) in chain.iter().enumerate() {
@@ -349,6 +433,9 @@ pub fn checksum(data: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// The TCP sequence number of crafted segments, unless set.
+pub const DEFAULT_SEQ: u32 = 0x1000_0000;
 
 /// Addresses used across the tests.
 pub mod addr {

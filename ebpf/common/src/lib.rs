@@ -7,6 +7,9 @@
 //!   (unit tests, fuzzing) all run this one parser over their own
 //!   [`parse::PacketBytes`] implementation.
 //! - [`classify`]: the pure part of the verdict on a parsed packet.
+//! - [`frag`]: fragment tracking, the pure part (what a fragment's datagram
+//!   was decided to be, and what to remember).
+//! - [`reply`]: the bytes and checksums of the `reset` and `icmp` replies.
 //!
 //! The crate is `no_std`. The `user` feature adds the host-only parts
 //! (`aya::Pod` impls) that the agent needs.
@@ -15,5 +18,7 @@
 pub mod classify;
 #[cfg(any(test, feature = "craft"))]
 pub mod craft;
+pub mod frag;
 pub mod maps;
 pub mod parse;
+pub mod reply;

@@ -14,12 +14,14 @@
 //! | [`ALLOW_V4`] | LPM trie | prefix + `[u8; 4]` | `u8` (1) | agent |
 //! | [`ALLOW_V6`] | LPM trie | prefix + `[u8; 16]` | `u8` (1) | agent |
 //! | [`COUNTERS`] | per-CPU hash | VM key (`u64`) | [`Counters`] | kernel |
+//! | [`FRAGS`] | LRU hash | [`FragKey`] | [`FragEntry`] | kernel |
+//! | [`REPLY_RATE`] | LRU hash | VM key (`u64`) | next reply time (`u64`, ns) | kernel |
 
 /// Version of the layout of every map in this module. Pinned maps live in a
 /// directory named after it, so an agent never reuses a pinned map whose layout
 /// it does not know. Bump it whenever a type, a key, a map type or a map's
 /// meaning here changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Ingress ifindex -> what to do with packets arriving there.
 pub const IFACES: &str = "EG_IFACES";
@@ -34,8 +36,16 @@ pub const ALLOW_V6: &str = "EG_ALLOW_V6";
 /// Per-VM, per-reason counters of what was held back.
 pub const COUNTERS: &str = "EG_COUNTERS";
 
+/// The verdicts of fragmented datagrams, decided on their first fragment
+/// and followed by their later fragments.
+pub const FRAGS: &str = "EG_FRAGS";
+/// Per-VM state of the reply rate limit (the `reset` and `icmp` actions).
+pub const REPLY_RATE: &str = "EG_REPLY_RATE";
+
 /// Every shared map, in the order the agent checks and pins them.
-pub const ALL: [&str; 6] = [IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS];
+pub const ALL: [&str; 8] = [
+    IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS, FRAGS, REPLY_RATE,
+];
 
 /// Number of `u64` words in the [`PORTS`] bitmap.
 pub const PORT_WORDS: u32 = 1024;
@@ -46,6 +56,12 @@ pub const DEFAULT_IFACES_CAPACITY: u32 = 4096;
 pub const DEFAULT_COUNTERS_CAPACITY: u32 = 4096;
 /// Capacity of each allowed-destination trie.
 pub const ALLOW_CAPACITY: u32 = 16384;
+/// Fragmented datagrams remembered at once (LRU: a flood of fragments evicts
+/// the oldest, whose later fragments are then held back as orphans).
+pub const FRAGS_CAPACITY: u32 = 32768;
+/// VMs whose reply rate is tracked at once (LRU: a VM evicted starts again
+/// with a full burst).
+pub const REPLY_RATE_CAPACITY: u32 = 16384;
 
 /// The word of the [`PORTS`] bitmap that holds `port`, and the bit in it.
 #[inline(always)]
@@ -84,6 +100,11 @@ pub const ACTION_RESET: u32 = 1;
 /// `Config::action`: answer with ICMP / ICMPv6 administratively prohibited.
 pub const ACTION_ICMP: u32 = 2;
 
+/// Replies (RST or ICMP) a VM gets per second at most, on average...
+pub const DEFAULT_REPLY_RATE: u64 = 20;
+/// ... and in a burst.
+pub const DEFAULT_REPLY_BURST: u32 = 40;
+
 /// Global settings, in [`CONFIG`] at index 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -94,7 +115,85 @@ pub struct Config {
     pub action: u32,
     /// Generation of the policy in force (for `status` and metrics).
     pub generation: u64,
+    /// One reply per this many nanoseconds per VM, on average (0: no
+    /// replies at all, the held-back packets are only dropped).
+    pub reply_interval_ns: u64,
+    /// How many replies a VM may get in a burst beyond that rate.
+    pub reply_burst: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
+
+impl Config {
+    /// The reply rate limit for `per_second` replies a second on average
+    /// and `burst` at once.
+    pub const fn with_reply_rate(mut self, per_second: u64, burst: u32) -> Self {
+        self.reply_interval_ns = if per_second == 0 {
+            0
+        } else {
+            1_000_000_000 / per_second
+        };
+        self.reply_burst = burst;
+        self
+    }
+}
+
+/// `IpVersion` values in [`FragKey::version`].
+pub const FRAG_V4: u8 = 4;
+pub const FRAG_V6: u8 = 6;
+
+/// One fragmented datagram: what its receiver reassembles it by (source,
+/// destination, identification and, for IPv4, protocol), scoped to the
+/// interface it came in on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FragKey {
+    /// The ingress ifindex: a datagram's verdict belongs to the VM whose
+    /// interface sent its first fragment.
+    pub ifindex: u32,
+    /// The identification (16 bits in IPv4, 32 in IPv6).
+    pub id: u32,
+    /// Source address (IPv4 in the first 4 bytes, the rest zero).
+    pub src: [u8; 16],
+    /// Destination address (IPv4 in the first 4 bytes, the rest zero).
+    pub dst: [u8; 16],
+    /// [`FRAG_V4`] or [`FRAG_V6`].
+    pub version: u8,
+    /// IPv4's protocol field. Zero for IPv6, whose receivers reassemble by
+    /// addresses and identification alone (RFC 8200 4.5).
+    pub proto: u8,
+    /// Reserved, zero.
+    pub pad: [u8; 2],
+}
+
+/// `FragEntry::verdict`: the datagram passes.
+pub const FRAG_PASS: u8 = 1;
+/// `FragEntry::verdict`: the datagram is held back, every fragment of it.
+pub const FRAG_HELD: u8 = 2;
+
+/// What was decided about a fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragEntry {
+    /// When it was decided (`bpf_ktime_get_ns`). An entry older than
+    /// [`FRAG_LIFETIME_NS`] is stale: its datagram's receiver has given up
+    /// reassembling it, and its identification may be in use again.
+    pub seen_ns: u64,
+    /// Bytes of the fragmentable part that hold headers (up to the end of
+    /// the TCP header). A later fragment that starts inside them overlaps
+    /// them.
+    pub header_end: u16,
+    /// [`FRAG_PASS`] or [`FRAG_HELD`].
+    pub verdict: u8,
+    /// For [`FRAG_HELD`]: the reason its fragments are counted under.
+    pub reason: u8,
+    /// Reserved, zero.
+    pub pad: u32,
+}
+
+/// How long a datagram's verdict is kept: the longest reassembly timeout of
+/// common receivers (Linux: 30 s for IPv4, 60 s for IPv6).
+pub const FRAG_LIFETIME_NS: u64 = 60_000_000_000;
 
 /// Why a packet was counted: the index into [`Counters`].
 pub mod reason {
@@ -154,6 +253,10 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragEntry {}
 }
 
 #[cfg(test)]
@@ -170,7 +273,9 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<IfaceEntry>(), 16);
-        assert_eq!(core::mem::size_of::<Config>(), 16);
+        assert_eq!(core::mem::size_of::<Config>(), 32);
+        assert_eq!(core::mem::size_of::<FragKey>(), 44);
+        assert_eq!(core::mem::size_of::<FragEntry>(), 16);
         assert_eq!(core::mem::size_of::<Counters>(), 16 * reason::COUNT);
     }
 

@@ -1,24 +1,159 @@
 //! The body both programs run: who sent the packet, what it is, and what to
 //! do with it.
+//!
+//! Two stages:
+//!
+//! 1. **Fast** (every packet): the interface's entry (an allowed VM's packet
+//!    passes here, unparsed), the parse, the held-port bitmap. Everything that
+//!    cannot be a TCP segment to a held port passes at the end of it.
+//! 2. **Slow** (what may be held back, and fragments): allowed destinations,
+//!    fragment tracking, counters, audit mode and the replies.
+//!
+//! Between them the packet's classification goes through a per-CPU map slot
+//! ([`fence`]). It costs nothing that matters on this rare path, and it stops
+//! the verifier from walking the slow stage once for every shape the fast
+//! stage tells apart (each VLAN depth, each IPv6 header chain, ...): what it
+//! reads back from a map is one unknown value, not a few hundred constants.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use egress_guard_common::{
-    classify::{Class, classify},
-    maps::{Counters, MODE_AUDIT, VERDICT_ALLOW, port_slot, reason},
-    parse::{IpPacket, IpVersion, PacketBytes, ipv4_dst, ipv6_dst, parse},
+    classify::{Class, ClassKind, later_fragment_may_be_tcp},
+    frag::{self, FragOutcome, PASSES},
+    maps::{Counters, FRAG_V4, FRAG_V6, FragEntry, FragKey, MODE_AUDIT, VERDICT_ALLOW, reason},
+    parse::{
+        FragKind, IpPacket, IpVersion, PacketBytes, Ports, TransportKind, ipv4_dst,
+        ipv4_source_routed, ipv4_src, ipv6_dst, ipv6_src,
+    },
 };
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, CONFIG, COUNTERS, IFACES, PORTS};
+use crate::{
+    hook::Hook,
+    maps::{ALLOW_V4, ALLOW_V6, CONFIG, COUNTERS, FRAGS, IFACES, SCRATCH},
+    reply,
+};
 
 /// What the hook does with the packet.
 pub enum Action {
     Pass,
     Drop,
+    /// Send the (rewritten) frame back out of the interface it came in on.
+    Reply,
 }
 
-/// Decides on one packet that arrived on `ifindex`.
+/// `Pending::kind`.
+const KIND_HELD_PORT: u8 = 1;
+const KIND_FIRST_FRAGMENT: u8 = 2;
+const KIND_LATER_FRAGMENT: u8 = 3;
+const KIND_UNPARSEABLE: u8 = 4;
+
+/// `Pending::frag`.
+const FRAG_NONE: u8 = 0;
+const FRAG_FIRST: u8 = 1;
+const FRAG_LATER: u8 = 2;
+
+/// A packet the fast stage could not let pass, as the slow stage gets it:
+/// plain integers, so that it can go through [`fence`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub vm_key: u64,
+    pub ip_end: u32,
+    pub frag_id: u32,
+    pub ifindex: u32,
+    pub l3_off: u16,
+    pub l4_off: u16,
+    pub frag_start: u16,
+    /// Later fragments: their offset in bytes. First fragments: the bytes
+    /// of headers in the fragmentable part.
+    pub frag_offset: u16,
+    pub kind: u8,
+    /// 4, 6, or 0 when the datagram could not be identified.
+    pub version: u8,
+    pub proto: u8,
+    pub key_proto: u8,
+    pub frag: u8,
+    pub routed: u8,
+    pub pad: [u8; 2],
+}
+
+impl Pending {
+    #[inline(always)]
+    fn new(vm_key: u64, ifindex: u32, class: &Class) -> Self {
+        let ip = &class.ip;
+        let kind = match class.kind {
+            ClassKind::HeldPort => KIND_HELD_PORT,
+            ClassKind::FirstFragment => KIND_FIRST_FRAGMENT,
+            ClassKind::LaterFragment => KIND_LATER_FRAGMENT,
+            _ => KIND_UNPARSEABLE,
+        };
+        let (frag, frag_offset) = match ip.fragment {
+            FragKind::None => (FRAG_NONE, 0),
+            FragKind::First => (FRAG_FIRST, class.header_end),
+            FragKind::Later => (FRAG_LATER, ip.frag_offset),
+        };
+        Pending {
+            vm_key,
+            ip_end: ip.ip_end,
+            frag_id: ip.frag_id,
+            ifindex,
+            l3_off: ip.l3_off,
+            l4_off: ip.l4_off,
+            frag_start: ip.frag_start,
+            frag_offset,
+            kind,
+            version: match (class.identified, ip.version) {
+                (false, _) => 0,
+                (true, IpVersion::V4) => 4,
+                (true, IpVersion::V6) => 6,
+            },
+            proto: ip.proto,
+            key_proto: ip.key_proto,
+            frag: if class.identified { frag } else { FRAG_NONE },
+            routed: ip.routed as u8,
+            pad: [0; 2],
+        }
+    }
+
+    /// The datagram as the parser saw it (the parts the slow stage uses).
+    #[inline(always)]
+    pub fn ip(&self) -> IpPacket {
+        IpPacket {
+            version: if self.version == 6 {
+                IpVersion::V6
+            } else {
+                IpVersion::V4
+            },
+            l3_off: self.l3_off,
+            l4_off: self.l4_off,
+            ip_end: self.ip_end,
+            proto: self.proto,
+            key_proto: self.key_proto,
+            fragment: FragKind::None,
+            frag_id: self.frag_id,
+            frag_offset: 0,
+            frag_start: self.frag_start,
+            routed: self.routed != 0,
+            transport: TransportKind::Payload,
+            ports: Ports { src: 0, dst: 0 },
+            why: None,
+        }
+    }
+
+    #[inline(always)]
+    pub fn is_v6(&self) -> bool {
+        self.version == 6
+    }
+
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        self.frag != FRAG_NONE
+    }
+}
+
+/// Decides on one packet.
 #[inline(always)]
-pub fn guard<P: PacketBytes>(pkt: &P, ifindex: u32) -> Action {
+pub fn guard<H: Hook>(hook: &H) -> Action {
+    let ifindex = hook.ifindex();
     // 1. Identity: the interface the packet came in on. An allowed VM's
     //    traffic passes here, unparsed. An interface with no entry is
     //    treated as blocked: the agent writes the entry before it attaches.
@@ -32,58 +167,212 @@ pub fn guard<P: PacketBytes>(pkt: &P, ifindex: u32) -> Action {
         return Action::Pass;
     }
 
-    // 2. What the packet is, as far as the held ports are concerned.
-    let why = match classify(&parse(pkt), is_held_port) {
-        Class::Pass => return Action::Pass,
-        Class::HeldPort(ip) => {
-            if destination_allowed(pkt, &ip) {
-                return Action::Pass;
-            }
-            reason::POLICY
-        }
-        Class::TcpLaterFragment(ip) => {
-            if destination_allowed(pkt, &ip) {
-                return Action::Pass;
-            }
-            reason::ORPHAN_FRAGMENT
-        }
-        Class::Unparseable => reason::MALFORMED,
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        // Cannot happen (a one-entry array); hold back rather than guess.
+        return Action::Drop;
     };
+    // SAFETY: a map value pointer, valid for this program run.
+    let (slot, fence_word) = unsafe { (&raw mut (*scratch).pending, &raw mut (*scratch).fence) };
 
-    // 3. Held back (or, in audit mode, counted as if it were).
-    let bytes = pkt.packet_len() as u64;
-    let audit = CONFIG.get(0).is_some_and(|c| c.mode == MODE_AUDIT);
-    if audit {
-        count(vm_key, reason::AUDIT, bytes);
+    // 2. What the packet is, as far as the held ports are concerned.
+    let class = hook.classify(fence_word);
+    if class.kind == ClassKind::Pass {
         return Action::Pass;
     }
-    count(vm_key, why, bytes);
+    let pending = Pending::new(vm_key, ifindex, &class);
+
+    // 3. The rest, for what may be held back.
+    let p = fence(slot, pending);
+    decide(hook, &p)
+}
+
+/// Hands `p` to the slow stage through this CPU's scratch slot. The volatile
+/// write and read keep the compiler from forwarding the values around the
+/// map; the verifier sees only what a map holds: any value.
+#[inline(always)]
+fn fence(slot: *mut Pending, p: Pending) -> Pending {
+    // SAFETY: a per-CPU slot, used only within this program run (XDP and TC
+    // programs do not nest on a CPU).
+    let mut p = unsafe {
+        core::ptr::write_volatile(slot, p);
+        core::ptr::read_volatile(slot)
+    };
+    // The verifier now knows nothing of the offsets: bound them again, with
+    // masks the compiler cannot drop (it knows nothing of them either). The
+    // parser never produces larger ones: an IP header starts within 14 + 8
+    // tags x 4 bytes, and no header beyond MAX_HEADER_OFFSET is followed.
+    p.l3_off &= 0x3f;
+    p.l4_off &= 0xfff;
+    p.frag_start &= 0xfff;
+    p
+}
+
+/// The slow stage: is the packet held back, counted as what, and answered?
+#[inline(always)]
+fn decide<H: Hook>(hook: &H, p: &Pending) -> Action {
+    let why = held_reason(hook, p);
+    if why == PASSES {
+        return Action::Pass;
+    }
+
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    let bytes = hook.len() as u64;
+    if config.mode == MODE_AUDIT {
+        // Counted as it would have been held back; it passes.
+        count(p.vm_key, reason::AUDIT, bytes);
+        return Action::Pass;
+    }
+    count(p.vm_key, why as usize, bytes);
+    // Replies answer what the policy holds back, segments that carry a TCP
+    // header: not malformed packets, not later fragments, not the rest of a
+    // datagram held for another reason.
+    if why as usize == reason::POLICY && p.kind == KIND_HELD_PORT && p.frag != FRAG_LATER {
+        return reply::answer(hook, p, &config);
+    }
     Action::Drop
 }
 
+/// Why the packet is held back (a `reason::*`), or [`PASSES`].
 #[inline(always)]
-fn is_held_port(port: u16) -> bool {
-    let (word, bit) = port_slot(port);
-    PORTS.get(word).is_some_and(|w| *w & bit != 0)
+fn held_reason<H: Hook>(hook: &H, p: &Pending) -> u8 {
+    let pkt = hook.packet();
+    // The verdict on this packet alone.
+    let (own, header_end) = match p.kind {
+        KIND_HELD_PORT => {
+            if destination_allowed(&pkt, p) {
+                // Any segment to that destination passes; nothing in its
+                // datagram can overlap anything that matters.
+                (PASSES, 0)
+            } else {
+                (reason::POLICY as u8, 0)
+            }
+        }
+        KIND_FIRST_FRAGMENT => (PASSES, p.frag_offset),
+        KIND_LATER_FRAGMENT => return later_fragment(&pkt, p),
+        _ => (reason::MALFORMED as u8, 0),
+    };
+    if p.frag != FRAG_FIRST {
+        return own;
+    }
+    // A first fragment decides for its datagram.
+    let mut key = FRAG_KEY_NONE;
+    if !frag_key(&pkt, p, &mut key) {
+        return reason::MALFORMED as u8;
+    }
+    let outcome = frag::first_fragment(frag_entry(&key), now(), own, header_end);
+    remember(&key, &outcome);
+    outcome.held
 }
 
-/// Whether the packet's destination is in `allow_destinations`. A
-/// destination that cannot be read is not allowed.
+/// A later fragment follows its datagram.
 #[inline(always)]
-fn destination_allowed<P: PacketBytes>(pkt: &P, ip: &IpPacket) -> bool {
-    match ip.version {
-        IpVersion::V4 => {
-            ipv4_dst(pkt, ip).is_some_and(|dst| ALLOW_V4.get(Key::new(32, dst)).is_some())
-        }
-        IpVersion::V6 => {
-            ipv6_dst(pkt, ip).is_some_and(|dst| ALLOW_V6.get(Key::new(128, dst)).is_some())
-        }
+fn later_fragment<P: PacketBytes>(pkt: &P, p: &Pending) -> u8 {
+    let mut key = FRAG_KEY_NONE;
+    if !frag_key(pkt, p, &mut key) {
+        return reason::MALFORMED as u8;
     }
+    let existing = frag_entry(&key);
+    let orphan =
+        if existing.is_none() && later_fragment_may_be_tcp(&p.ip()) && !destination_allowed(pkt, p)
+        {
+            reason::ORPHAN_FRAGMENT as u8
+        } else {
+            PASSES
+        };
+    let outcome = frag::later_fragment(
+        existing,
+        now(),
+        p.frag_offset,
+        orphan,
+        reason::MALFORMED as u8,
+    );
+    remember(&key, &outcome);
+    outcome.held
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+const FRAG_KEY_NONE: FragKey = FragKey {
+    ifindex: 0,
+    id: 0,
+    src: [0; 16],
+    dst: [0; 16],
+    version: 0,
+    proto: 0,
+    pad: [0; 2],
+};
+
+/// Fills `key` with the datagram `p` belongs to, as its receiver reassembles
+/// it; false if its addresses cannot be read.
+#[inline(always)]
+fn frag_key<P: PacketBytes>(pkt: &P, p: &Pending, key: &mut FragKey) -> bool {
+    let ip = p.ip();
+    key.ifindex = p.ifindex;
+    key.id = p.frag_id;
+    key.proto = p.key_proto;
+    if p.is_v6() {
+        key.version = FRAG_V6;
+        let (Some(src), Some(dst)) = (ipv6_src(pkt, &ip), ipv6_dst(pkt, &ip)) else {
+            return false;
+        };
+        key.src = src;
+        key.dst = dst;
+    } else {
+        key.version = FRAG_V4;
+        let (Some(src), Some(dst)) = (ipv4_src(pkt, &ip), ipv4_dst(pkt, &ip)) else {
+            return false;
+        };
+        key.src[..4].copy_from_slice(&src);
+        key.dst[..4].copy_from_slice(&dst);
+    }
+    true
+}
+
+/// The datagram's entry, if any, read in place. (An LRU map recycles
+/// entries; the worst a recycled one can do is give one fragment another
+/// datagram's verdict.)
+#[inline(always)]
+fn frag_entry(key: &FragKey) -> Option<&'static FragEntry> {
+    let entry = FRAGS.get_ptr(key)?;
+    // SAFETY: a map value pointer, valid for this program run.
+    Some(unsafe { &*entry })
+}
+
+#[inline(always)]
+fn remember(key: &FragKey, outcome: &FragOutcome) {
+    if outcome.store {
+        // A full map evicts its least recently used entry: cannot fail for
+        // room. Should it fail anyway, the datagram's later fragments are
+        // orphans, held back: nothing gets through for it.
+        let _ = FRAGS.insert(key, &outcome.entry, 0);
+    }
+}
+
+/// Whether the packet's destination is in `allow_destinations` and is its
+/// final destination (no source route). A destination that cannot be read
+/// is not allowed.
+#[inline(always)]
+fn destination_allowed<P: PacketBytes>(pkt: &P, p: &Pending) -> bool {
+    let ip = p.ip();
+    if ip.routed {
+        return false;
+    }
+    if p.is_v6() {
+        return ipv6_dst(pkt, &ip).is_some_and(|dst| ALLOW_V6.get(Key::new(128, dst)).is_some());
+    }
+    let allowed = ipv4_dst(pkt, &ip).is_some_and(|dst| ALLOW_V4.get(Key::new(32, dst)).is_some());
+    // A loose or strict source route makes the destination only the first
+    // hop; options are rare, so they are looked at only here.
+    allowed && (ip.plain() || !ipv4_source_routed(pkt, &ip))
 }
 
 /// Adds one packet of `bytes` to the VM's counter for `why` on this CPU.
 #[inline(always)]
-fn count(vm_key: u64, why: usize, bytes: u64) {
+pub fn count(vm_key: u64, why: usize, bytes: u64) {
     let counters = match COUNTERS.get_ptr_mut(vm_key) {
         Some(c) => c,
         None => {

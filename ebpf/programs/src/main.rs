@@ -8,43 +8,52 @@
 //! - `eg_tc`: a TC classifier on tcx ingress, sees them as skbs.
 //!
 //! Frames from the VM arrive on the *ingress* of the host-side interface; the
-//! ingress ifindex is the VM's identity.
+//! ingress ifindex is the VM's identity. A reply (the `reset` and `icmp`
+//! actions) leaves by the same interface, back to the VM: `XDP_TX`, or a
+//! redirect to the interface's egress.
 #![no_std]
 #![no_main]
+// `asm!` for the BPF target: the context loads in `packet`.
+#![feature(asm_experimental_arch)]
 
 mod guard;
+mod hook;
 mod maps;
 mod packet;
+mod reply;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
 use crate::{
     guard::{Action, guard},
-    packet::{TcPacket, XdpPacket},
+    hook::{Hook as _, Tc, Xdp},
 };
 
 #[xdp]
 pub fn eg_xdp(ctx: XdpContext) -> u32 {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    match guard(&XdpPacket::new(&ctx), ifindex) {
+    match guard(&Xdp(&ctx)) {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
+        Action::Reply => xdp_action::XDP_TX,
     }
 }
 
 #[classifier]
 pub fn eg_tc(ctx: TcContext) -> i32 {
-    // SAFETY: the context pointer is valid for the whole program run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match guard(&TcPacket::new(&ctx), ifindex) {
+    let hook = Tc(&ctx);
+    match guard(&hook) {
         // Under tcx, TC_ACT_UNSPEC is TCX_NEXT: let any program after ours
         // (another tool's) see the packet too, instead of ending the chain.
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT as i32,
+        // To the egress of the interface the frame came in on: to the VM.
+        // SAFETY: a plain helper call; it returns TC_ACT_REDIRECT.
+        Action::Reply => unsafe { bpf_redirect(hook.ifindex(), 0) as i32 },
     }
 }
 

@@ -5,12 +5,14 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use egress_guard_common::maps::{
     ALLOW_CAPACITY, Config, Counters, DEFAULT_COUNTERS_CAPACITY, DEFAULT_IFACES_CAPACITY,
-    IfaceEntry, PORT_WORDS,
+    FRAGS_CAPACITY, FragEntry, FragKey, IfaceEntry, PORT_WORDS, REPLY_RATE_CAPACITY,
 };
+
+use crate::guard::Pending;
 
 /// Not preallocated: an entry replaced by the agent is freed only after an RCU
 /// grace period, so a program that looked it up never reads a recycled
@@ -36,3 +38,29 @@ pub static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_CAP
 #[map(name = "EG_COUNTERS")]
 pub static COUNTERS: PerCpuHashMap<u64, Counters> =
     PerCpuHashMap::with_max_entries(DEFAULT_COUNTERS_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// The verdicts of fragmented datagrams (see `egress_guard_common::frag`).
+/// Touched only by fragments. LRU: under a flood of fragments the oldest
+/// datagrams are forgotten, and their later fragments held back as orphans.
+#[map(name = "EG_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_CAPACITY, 0);
+
+/// Per VM: the earliest time (ns) the next reply is due, for the reply rate
+/// limit (a GCRA). Touched only when a reply is about to be sent.
+#[map(name = "EG_REPLY_RATE")]
+pub static REPLY_RATE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(REPLY_RATE_CAPACITY, 0);
+
+/// Per CPU: where values go through memory so that the verifier forgets
+/// what it knew of them (see `guard::fence` and `PacketBytes::forget`).
+#[repr(C)]
+pub struct Scratch {
+    /// The fast path's classification, as the slow path reads it back.
+    pub pending: Pending,
+    /// The parser's fence word.
+    pub fence: u64,
+}
+
+/// One [`Scratch`] per CPU. Private to the programs: not pinned, not shared
+/// with the agent.
+#[map(name = "EG_SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
