@@ -7,7 +7,9 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuHashMap},
 };
-use egress_guard_common::maps::{self as shared, Config, Counters, FragEntry, FragKey, IfaceEntry};
+use egress_guard_common::maps::{
+    self as shared, Attempts, Config, Counters, FragEntry, FragKey, IfaceEntry,
+};
 use thiserror::Error;
 
 use super::{DatapathError, PinDir};
@@ -122,7 +124,7 @@ pub(super) fn expected_shapes(
             let map = object.maps.get(name).ok_or(MapsError::Missing(name))?;
             let max_entries = match name {
                 shared::IFACES => capacities.ifaces,
-                shared::COUNTERS => capacities.counters,
+                shared::COUNTERS | shared::ATTEMPTS => capacities.counters,
                 _ => map.max_entries(),
             };
             Ok((
@@ -175,7 +177,14 @@ pub(super) fn check_pinned(
         }
         match *name {
             shared::IFACES => found_capacities.ifaces = found.max_entries,
-            shared::COUNTERS => found_capacities.counters = found.max_entries,
+            // The two per-VM maps: the smaller bounds the VMs they hold.
+            shared::COUNTERS | shared::ATTEMPTS => {
+                found_capacities.counters = if found_capacities.counters == 0 {
+                    found.max_entries
+                } else {
+                    found_capacities.counters.min(found.max_entries)
+                };
+            }
             _ => {}
         }
     }
@@ -212,6 +221,11 @@ pub struct Maps {
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     /// Written by the programs only: each VM's next reply time.
     pub reply_rate: HashMap<MapData, u64, u64>,
+    /// Written by the programs only: each VM's blocked connection attempts
+    /// and the fate of their events.
+    pub attempts: PerCpuHashMap<MapData, u64, Attempts>,
+    /// Written by the programs only: each VM's next event time.
+    pub event_rate: HashMap<MapData, u64, u64>,
 }
 
 impl Maps {
@@ -258,43 +272,17 @@ impl Maps {
             counters: typed(shared::COUNTERS, get(shared::COUNTERS)?)?,
             frags: typed(shared::FRAGS, get(shared::FRAGS)?)?,
             reply_rate: typed(shared::REPLY_RATE, get(shared::REPLY_RATE)?)?,
+            attempts: typed(shared::ATTEMPTS, get(shared::ATTEMPTS)?)?,
+            event_rate: typed(shared::EVENT_RATE, get(shared::EVENT_RATE)?)?,
         })
     }
 
-    /// Carries the counters over from the `EG_COUNTERS` of an older map set,
-    /// when their layout is the same; returns how many VMs were carried.
+    /// Carries the per-VM counters over from the `EG_COUNTERS` and
+    /// `EG_ATTEMPTS` of an older map set, when their layout is the same;
+    /// returns how many VMs' counters were carried.
     pub fn carry_counters(&mut self, old_set: &std::path::Path) -> Result<usize, MapsError> {
-        let path = old_set.join(shared::COUNTERS);
-        let Ok(shape) = pinned_shape(&path) else {
-            return Ok(0);
-        };
-        if shape.value_size as usize != std::mem::size_of::<Counters>() || shape.key_size != 8 {
-            return Ok(0);
-        }
-        let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
-            path: path.clone(),
-            source,
-        })?;
-        let map = Map::from_map_data(data).map_err(|source| MapsError::Pinned {
-            path: path.clone(),
-            source,
-        })?;
-        let old: PerCpuHashMap<MapData, u64, Counters> =
-            PerCpuHashMap::try_from(map).map_err(|source| MapsError::Pinned { path, source })?;
-        let mut carried = 0;
-        for item in &old {
-            let (key, values) = item.map_err(|source| MapsError::Map {
-                name: shared::COUNTERS,
-                source,
-            })?;
-            self.counters
-                .insert(key, values, 0)
-                .map_err(|source| MapsError::Map {
-                    name: shared::COUNTERS,
-                    source,
-                })?;
-            carried += 1;
-        }
+        let carried = carry(&mut self.counters, shared::COUNTERS, old_set)?;
+        carry(&mut self.attempts, shared::ATTEMPTS, old_set)?;
         Ok(carried)
     }
 
@@ -313,4 +301,55 @@ impl Maps {
         }
         Ok(totals)
     }
+
+    /// The blocked connection attempts of every VM key, summed over CPUs.
+    pub fn attempts_by_key(&self) -> Result<std::collections::HashMap<u64, Attempts>, MapsError> {
+        let mut totals = std::collections::HashMap::new();
+        for item in &self.attempts {
+            let (key, per_cpu) = item.map_err(|source| MapsError::Map {
+                name: shared::ATTEMPTS,
+                source,
+            })?;
+            let total: &mut Attempts = totals.entry(key).or_default();
+            for value in per_cpu.iter() {
+                total.add(value);
+            }
+        }
+        Ok(totals)
+    }
+}
+
+/// Copies every entry of the per-CPU hash map `name` of `old_set` into
+/// `into`, when the old map has the same key and value sizes; returns how
+/// many entries were copied.
+fn carry<V: aya::Pod>(
+    into: &mut PerCpuHashMap<MapData, u64, V>,
+    name: &'static str,
+    old_set: &std::path::Path,
+) -> Result<usize, MapsError> {
+    let path = old_set.join(name);
+    let Ok(shape) = pinned_shape(&path) else {
+        return Ok(0);
+    };
+    if shape.value_size as usize != std::mem::size_of::<V>() || shape.key_size != 8 {
+        return Ok(0);
+    }
+    let data = MapData::from_pin(&path).map_err(|source| MapsError::Pinned {
+        path: path.clone(),
+        source,
+    })?;
+    let map = Map::from_map_data(data).map_err(|source| MapsError::Pinned {
+        path: path.clone(),
+        source,
+    })?;
+    let old: PerCpuHashMap<MapData, u64, V> =
+        PerCpuHashMap::try_from(map).map_err(|source| MapsError::Pinned { path, source })?;
+    let mut carried = 0;
+    for item in &old {
+        let (key, values) = item.map_err(|source| MapsError::Map { name, source })?;
+        into.insert(key, values, 0)
+            .map_err(|source| MapsError::Map { name, source })?;
+        carried += 1;
+    }
+    Ok(carried)
 }

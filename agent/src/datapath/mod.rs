@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{MapData, RingBuf},
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use egress_guard_common::maps as shared;
@@ -74,6 +75,9 @@ pub enum DatapathError {
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: Maps,
+    /// The ring buffer of blocked connection attempts, until the agent takes
+    /// it ([`Datapath::take_events`]).
+    events: Option<RingBuf<MapData>>,
     /// The map set the maps are pinned in (none when unpinned).
     map_set: Option<PathBuf>,
     /// The set in use before, when this one replaces it (another layout, a
@@ -127,7 +131,9 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(shared::IFACES, capacities.ifaces)
-            .map_max_entries(shared::COUNTERS, capacities.counters);
+            .map_max_entries(shared::COUNTERS, capacities.counters)
+            // Made (when it is new) as large as the counters it sits beside.
+            .map_max_entries(shared::ATTEMPTS, capacity.counters.max(capacities.counters));
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -136,6 +142,12 @@ impl Datapath {
         datapath.replaces = replaces;
         datapath.capacity = capacity;
         Ok(datapath)
+    }
+
+    /// The ring buffer of blocked connection attempts (once: its reader
+    /// owns it).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 
     /// How many entries the policy-sized maps hold.
@@ -160,6 +172,7 @@ impl Datapath {
         let ebpf = EbpfLoader::new()
             .map_max_entries(shared::IFACES, capacities.ifaces)
             .map_max_entries(shared::COUNTERS, capacities.counters)
+            .map_max_entries(shared::ATTEMPTS, capacities.counters)
             .load(object)?;
         let mut datapath = Self::finish(ebpf)?;
         datapath.capacity = capacities;
@@ -168,9 +181,17 @@ impl Datapath {
 
     fn finish(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
         let maps = Maps::take(&mut ebpf)?;
+        let events = ebpf
+            .take_map(shared::EVENTS)
+            .ok_or(MapsError::Missing(shared::EVENTS))?;
+        let events = RingBuf::try_from(events).map_err(|source| MapsError::Map {
+            name: shared::EVENTS,
+            source,
+        })?;
         let mut datapath = Self {
             ebpf,
             maps,
+            events: Some(events),
             map_set: None,
             replaces: None,
             capacity: Capacities::default(),

@@ -16,6 +16,9 @@
 //! | [`COUNTERS`] | per-CPU hash | VM key (`u64`) | [`Counters`] | kernel |
 //! | [`FRAGS`] | LRU hash | [`FragKey`] | [`FragEntry`] | kernel |
 //! | [`REPLY_RATE`] | LRU hash | VM key (`u64`) | next reply time (`u64`, ns) | kernel |
+//! | [`EVENTS`] | ring buffer | - | [`AttemptEvent`] records | kernel (read by the agent) |
+//! | [`ATTEMPTS`] | per-CPU hash | VM key (`u64`) | [`Attempts`] | kernel |
+//! | [`EVENT_RATE`] | LRU hash | VM key (`u64`) | next event time (`u64`, ns) | kernel |
 
 /// Version of the layout of every map in this module. Pinned maps live in a
 /// directory named after it, so an agent never reuses a pinned map whose layout
@@ -42,9 +45,19 @@ pub const FRAGS: &str = "EG_FRAGS";
 /// Per-VM state of the reply rate limit (the `reset` and `icmp` actions).
 pub const REPLY_RATE: &str = "EG_REPLY_RATE";
 
+/// Blocked connection attempts, one [`AttemptEvent`] a record, for the
+/// agent to log.
+pub const EVENTS: &str = "EG_EVENTS";
+/// Per-VM counts of blocked connection attempts and of the events about
+/// them that were not delivered.
+pub const ATTEMPTS: &str = "EG_ATTEMPTS";
+/// Per-VM state of the event rate limit.
+pub const EVENT_RATE: &str = "EG_EVENT_RATE";
+
 /// Every shared map, in the order the agent checks and pins them.
-pub const ALL: [&str; 8] = [
-    IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS, FRAGS, REPLY_RATE,
+pub const ALL: [&str; 11] = [
+    IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS, FRAGS, REPLY_RATE, EVENTS, ATTEMPTS,
+    EVENT_RATE,
 ];
 
 /// Number of `u64` words in the [`PORTS`] bitmap.
@@ -244,6 +257,85 @@ impl Counters {
     }
 }
 
+/// Bytes of the [`EVENTS`] ring buffer: about 3,600 events (each takes 72
+/// bytes with the kernel's record header) wait there while the agent is
+/// slow or not running.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Events a VM may send on average: one per this many nanoseconds (2 a
+/// second)...
+pub const EVENT_INTERVAL_NS: u64 = 500_000_000;
+/// ... and at once, beyond that rate.
+pub const EVENT_BURST: u64 = 10;
+/// VMs whose event rate is tracked at once (LRU: a VM evicted starts again
+/// with a full burst).
+pub const EVENT_RATE_CAPACITY: u32 = 16384;
+
+/// `AttemptEvent::family`.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// `AttemptEvent::flags`: the policy is in audit mode, the SYN passed.
+pub const EVENT_AUDIT: u8 = 1;
+
+/// One blocked connection attempt: a TCP SYN (without ACK) to a held port
+/// from a blocked VM, as the programs saw it. Addresses and ports are in
+/// network byte order as they were in the packet; IPv4 addresses take the
+/// first 4 bytes, the rest is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AttemptEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the SYN arrived.
+    pub ts_ns: u64,
+    /// The VM's key (as in [`IfaceEntry::vm_key`]).
+    pub vm_key: u64,
+    /// The ingress ifindex.
+    pub ifindex: u32,
+    /// Source port, network byte order.
+    pub src_port: [u8; 2],
+    /// Destination port, network byte order.
+    pub dst_port: [u8; 2],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// [`EVENT_AUDIT`] or 0.
+    pub flags: u8,
+    /// Reserved, zero.
+    pub pad: [u8; 6],
+}
+
+/// Per VM, on one CPU: its blocked connection attempts and what became of
+/// the events about them. `attempts == events + rate_limited + ring_full`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Attempts {
+    /// SYNs to a held port from the blocked VM (in audit mode: that would
+    /// have been held back).
+    pub attempts: u64,
+    /// Events written to [`EVENTS`].
+    pub events: u64,
+    /// Events not sent: the VM was over its event rate.
+    pub rate_limited: u64,
+    /// Events not sent: the ring buffer was full (the agent was slow, or not
+    /// running).
+    pub ring_full: u64,
+}
+
+impl Attempts {
+    /// Adds `other` into `self` (the agent sums the per-CPU values).
+    pub fn add(&mut self, other: &Attempts) {
+        self.attempts = self.attempts.wrapping_add(other.attempts);
+        self.events = self.events.wrapping_add(other.events);
+        self.rate_limited = self.rate_limited.wrapping_add(other.rate_limited);
+        self.ring_full = self.ring_full.wrapping_add(other.ring_full);
+    }
+
+    /// Events not delivered, for either cause.
+    pub fn lost(&self) -> u64 {
+        self.rate_limited.wrapping_add(self.ring_full)
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain #[repr(C)] integers and arrays with explicit padding; every
@@ -257,6 +349,10 @@ mod user {
     unsafe impl aya::Pod for super::FragKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FragEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AttemptEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Attempts {}
 }
 
 #[cfg(test)]
@@ -277,6 +373,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<FragKey>(), 44);
         assert_eq!(core::mem::size_of::<FragEntry>(), 16);
         assert_eq!(core::mem::size_of::<Counters>(), 16 * reason::COUNT);
+        assert_eq!(core::mem::size_of::<AttemptEvent>(), 64);
+        assert_eq!(core::mem::align_of::<AttemptEvent>(), 8);
+        assert_eq!(core::mem::size_of::<Attempts>(), 32);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use egress_guard_common::{
 };
 
 use crate::{
+    events,
     hook::Hook,
     maps::{ALLOW_V4, ALLOW_V6, CONFIG, COUNTERS, FRAGS, IFACES, SCRATCH},
     reply,
@@ -217,6 +218,10 @@ fn decide<H: Hook>(hook: &H, p: &Pending) -> Action {
 
     let config = CONFIG.get(0).copied().unwrap_or_default();
     let bytes = hook.len() as u64;
+    if why as usize == reason::POLICY && p.kind == KIND_HELD_PORT {
+        // A connection attempt is counted and reported (audit mode too).
+        events::attempt(hook, p, config.mode == MODE_AUDIT);
+    }
     if config.mode == MODE_AUDIT {
         // Counted as it would have been held back; it passes.
         count(p.vm_key, reason::AUDIT, bytes);

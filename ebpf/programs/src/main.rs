@@ -16,6 +16,7 @@
 // `asm!` for the BPF target: the context loads in `packet`.
 #![feature(asm_experimental_arch)]
 
+mod events;
 mod guard;
 mod hook;
 mod maps;
