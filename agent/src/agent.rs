@@ -10,10 +10,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use aya::maps::{MapData, RingBuf};
 use chrono::{DateTime, SubsecRound as _, Utc};
 use egress_guard_common::maps::{
-    ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, DEFAULT_REPLY_BURST, DEFAULT_REPLY_RATE,
-    IfaceEntry, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK,
+    ACTION_DROP, ACTION_ICMP, ACTION_RESET, AttemptEvent, Config, DEFAULT_REPLY_BURST,
+    DEFAULT_REPLY_RATE, IfaceEntry, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK,
 };
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -24,6 +25,7 @@ use crate::{
         links::{pinned_links, unpin},
         maps::MapsError,
     },
+    events::{self, Attempt, AttemptLog, Clock, Who},
     metrics,
     netdev::{self, DevKind, LinkEvent, NetDev, NetdevError},
     policy::{self, Desired, Policy, PolicyError},
@@ -178,6 +180,11 @@ pub struct Agent {
     program_ids: [u32; 2],
     /// What the metrics count about the agent itself.
     pub stats: AgentStats,
+    /// The log of blocked connection attempts, and each VM's last ones.
+    attempts: AttemptLog,
+    /// VM key -> (VM name, subscription) in the policy in force, for the
+    /// attempt log.
+    who: HashMap<u64, (String, String)>,
 }
 
 /// Counts of what the agent did since it started.
@@ -201,6 +208,12 @@ impl Agent {
         let lock = states.lock()?;
         let state = states.load()?.unwrap_or_else(AgentState::new);
         let datapath = load_datapath(&pins, Capacities::for_vms(policy.vms.len()))?;
+        // The last attempts are a convenience for `status --vm`: a file
+        // that cannot be read is started afresh, not a reason to stop.
+        let recent = states.load_attempts().unwrap_or_else(|e| {
+            warn!(error = %crate::error_chain(&e), "the last blocked attempts are lost");
+            None
+        });
         let mut agent = Self {
             pins,
             states,
@@ -213,9 +226,111 @@ impl Agent {
             known: HashMap::new(),
             program_ids: [0; 2],
             stats: AgentStats::default(),
+            attempts: AttemptLog::new(events::DEFAULT_REPEAT_WINDOW, recent.unwrap_or_default()),
+            who: HashMap::new(),
         };
         agent.program_ids = agent.datapath.program_ids()?;
         Ok(agent)
+    }
+
+    /// Repeated attempts from a VM to one destination within `window` are
+    /// logged once, then summarised.
+    pub fn set_repeat_window(&mut self, window: std::time::Duration) {
+        let recent = self.attempts.recent().clone();
+        self.attempts = AttemptLog::new(window, recent);
+    }
+
+    /// The ring buffer of blocked connection attempts of the programs
+    /// loaded now: once after the start, and once after each move to a new
+    /// map set (the run loop reads it).
+    pub fn take_event_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.datapath.take_events()
+    }
+
+    /// Logs events from the ring buffer.
+    pub fn on_attempts(&mut self, batch: &[AttemptEvent]) {
+        let clock = Clock::now();
+        for event in batch {
+            let Some(attempt) = Attempt::from_event(event, &clock) else {
+                continue;
+            };
+            let who = self.who(&attempt);
+            self.attempts.record(&attempt, &who);
+        }
+    }
+
+    /// Closes the repeat windows that ended (their summaries are logged) and
+    /// saves the last attempts if they changed. The run loop calls it every
+    /// second.
+    pub fn tick_attempts(&mut self) {
+        self.attempts.flush(events::monotonic_ns());
+        self.save_attempts();
+    }
+
+    /// Before the agent stops: every open window is summarised, the last
+    /// attempts saved.
+    pub fn finish_attempts(&mut self) {
+        self.attempts.flush_all();
+        self.save_attempts();
+    }
+
+    fn save_attempts(&mut self) {
+        if let Some(recent) = self.attempts.take_changed()
+            && let Err(e) = self.states.save_attempts(recent)
+        {
+            warn!(error = %crate::error_chain(&e), "saving the last blocked attempts");
+        }
+    }
+
+    /// The VM (or unknown interface) of an attempt, by the policy in force.
+    fn who(&self, attempt: &Attempt) -> Who {
+        let record = self.state.interfaces.get(&attempt.ifindex);
+        let interface = record.map_or_else(
+            || {
+                self.known
+                    .get(&attempt.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("ifindex {}", attempt.ifindex))
+            },
+            |r| r.name.clone(),
+        );
+        if let Some((vm, subscription)) = self.who.get(&attempt.vm_key) {
+            return Who {
+                vm: vm.clone(),
+                subscription: subscription.clone(),
+                interface,
+            };
+        }
+        let vm = match record {
+            Some(r) if r.vm.is_none() && r.key == attempt.vm_key => format!("unknown:{}", r.name),
+            _ => "unknown".to_owned(),
+        };
+        Who {
+            vm,
+            subscription: String::new(),
+            interface,
+        }
+    }
+
+    /// The names the attempt log may keep attempts under: the VMs of the
+    /// policy in force, and its unknown interfaces.
+    fn refresh_who(&mut self) {
+        self.who = self
+            .desired
+            .iter()
+            .flat_map(|d| d.vms.iter())
+            .map(|vm| (vm.key, (vm.name.clone(), vm.subscription.clone())))
+            .collect();
+        let unknown: BTreeSet<String> = self
+            .state
+            .interfaces
+            .values()
+            .filter(|r| r.vm.is_none())
+            .map(|r| format!("unknown:{}", r.name))
+            .collect();
+        let names: BTreeSet<&str> = self.who.values().map(|(vm, _)| vm.as_str()).collect();
+        self.attempts
+            .retain_vms(|vm| names.contains(vm) || unknown.contains(vm));
     }
 
     pub fn policy(&self) -> &Policy {
@@ -409,6 +524,7 @@ impl Agent {
             .count();
         self.record(now, generation, &desired, enforced)?;
         self.desired = Some(desired);
+        self.refresh_who();
         self.stats.attach_failures += done.failed as u64;
         if done.failed == 0 {
             self.stats.last_apply = Some(now);
@@ -419,6 +535,7 @@ impl Agent {
     /// What the metrics show now, counters read from the maps.
     pub fn snapshot(&self, ready: bool) -> Result<metrics::Snapshot, AgentError> {
         let totals = self.datapath.maps.counters_by_key()?;
+        let attempts = self.datapath.maps.attempts_by_key()?;
         let mut snapshot = metrics::Snapshot {
             ready,
             reloads: self.stats.reloads,
@@ -445,21 +562,41 @@ impl Agent {
                         counters: *c,
                     });
                 }
+                if let Some(a) = attempts.get(&vm.key) {
+                    snapshot.attempts.push(metrics::VmAttempts {
+                        vm: vm.name.clone(),
+                        subscription: vm.subscription.clone(),
+                        attempts: *a,
+                    });
+                }
             }
         }
         // Interfaces that belong to no VM count under their own name.
         for record in self.state.interfaces.values() {
-            if record.vm.is_none()
-                && let Some(c) = totals.get(&record.key)
-            {
+            if record.vm.is_some() {
+                continue;
+            }
+            if let Some(c) = totals.get(&record.key) {
                 snapshot.counters.push(metrics::VmCounters {
                     vm: format!("unknown:{}", record.name),
                     subscription: String::new(),
                     counters: *c,
                 });
             }
+            if let Some(a) = attempts.get(&record.key) {
+                snapshot.attempts.push(metrics::VmAttempts {
+                    vm: format!("unknown:{}", record.name),
+                    subscription: String::new(),
+                    attempts: *a,
+                });
+            }
         }
-        let mut hooks: BTreeMap<String, u64> = BTreeMap::new();
+        // Every hook, 0 when none uses it: a series that comes and goes is
+        // hard to alert on.
+        let mut hooks: BTreeMap<String, u64> = Hook::ALL
+            .iter()
+            .map(|h| (h.as_str().to_owned(), 0))
+            .collect();
         for record in self.state.interfaces.values() {
             *hooks.entry(record.hook.clone()).or_default() += 1;
         }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cmd;
 pub mod datapath;
+pub mod events;
 pub mod metrics;
 pub mod netdev;
 pub mod policy;

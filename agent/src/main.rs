@@ -53,6 +53,10 @@ enum Command {
         /// Address of the Prometheus /metrics, /healthz and /readyz endpoint.
         #[arg(long, value_name = "ADDR", default_value = egress_guard::metrics::DEFAULT_ADDR)]
         metrics_addr: std::net::SocketAddr,
+        /// Blocked connection attempts from a VM to one destination within
+        /// this many seconds are logged once, then summarised in one line.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        repeat_window: u64,
     },
     /// Validate a policy and print each VM's verdict and reason.
     Check {
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             location,
             log_format,
             metrics_addr,
+            repeat_window,
         } => {
             init_logs(log_format, "info");
             let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
                 policy,
                 location,
                 metrics_addr,
+                repeat_window: std::time::Duration::from_secs(repeat_window),
             };
             match runtime.block_on(cmd::run::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

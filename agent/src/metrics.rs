@@ -19,7 +19,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use egress_guard_common::maps::{Counters, reason};
+use egress_guard_common::maps::{Attempts, Counters, reason};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -51,6 +51,14 @@ pub struct VmCounters {
     pub counters: Counters,
 }
 
+/// One VM (or unknown interface) with blocked connection attempts.
+#[derive(Clone, Debug)]
+pub struct VmAttempts {
+    pub vm: String,
+    pub subscription: String,
+    pub attempts: Attempts,
+}
+
 /// Everything the metrics show, taken at one moment by the run loop.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -71,8 +79,7 @@ pub struct Snapshot {
     pub ready: bool,
     /// Blocked connection attempts (SYNs to a held port) by VM, and the
     /// events about them the kernel did not send (rate limit, full ring).
-    pub attempts: Vec<(String, String, u64)>,
-    pub events_lost: u64,
+    pub attempts: Vec<VmAttempts>,
 }
 
 #[derive(Debug)]
@@ -177,19 +184,36 @@ impl Collector for SnapshotCollector {
 
 /// The families that are not per-VM counters.
 fn encode_agent(s: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let vm_labels = |a: &VmAttempts| -> Labels {
+        vec![
+            ("vm", a.vm.clone()),
+            ("subscription", a.subscription.clone()),
+        ]
+    };
     counter_family(
         encoder,
         "egress_guard_blocked_attempts",
-        "Connection attempts (SYNs to a held port) from blocked VMs.",
+        "Connection attempts (SYNs to a held port) from blocked VMs (in audit mode: that would have been held back).",
         s.attempts
             .iter()
-            .map(|(vm, sub, n)| (vec![("vm", vm.clone()), ("subscription", sub.clone())], *n)),
+            .map(|a| (vm_labels(a), a.attempts.attempts)),
     )?;
     counter_family(
         encoder,
         "egress_guard_events_lost",
-        "Blocked-attempt events the kernel did not deliver (per-VM rate limit or full ring).",
-        std::iter::once((Vec::new(), s.events_lost)),
+        "Blocked-attempt events the kernel did not deliver to the agent, by cause: rate-limited (the VM's event rate) or ring-full (the agent was slow or not running).",
+        s.attempts.iter().flat_map(|a| {
+            [
+                ("rate-limited", a.attempts.rate_limited),
+                ("ring-full", a.attempts.ring_full),
+            ]
+            .into_iter()
+            .map(move |(cause, n)| {
+                let mut labels = vm_labels(a);
+                labels.push(("cause", cause.to_owned()));
+                (labels, n)
+            })
+        }),
     )?;
     gauge_family(
         encoder,
@@ -348,14 +372,24 @@ mod tests {
             attach_failures: 0,
             last_apply_seconds: 1_700_000_000,
             ready: true,
-            attempts: vec![("web-1".into(), "contoso".into(), 2)],
-            events_lost: 0,
+            attempts: vec![VmAttempts {
+                vm: "web-1".into(),
+                subscription: "contoso".into(),
+                attempts: Attempts {
+                    attempts: 20,
+                    events: 12,
+                    rate_limited: 7,
+                    ring_full: 1,
+                },
+            }],
         });
         for line in [
             r#"egress_guard_held_back_packets_total{vm="web-1",subscription="contoso",reason="policy"} 5"#,
             r#"egress_guard_held_back_bytes_total{vm="web-1",subscription="contoso",reason="policy"} 370"#,
             r#"egress_guard_held_back_packets_total{vm="web-1",subscription="contoso",reason="malformed"} 0"#,
-            r#"egress_guard_blocked_attempts_total{vm="web-1",subscription="contoso"} 2"#,
+            r#"egress_guard_blocked_attempts_total{vm="web-1",subscription="contoso"} 20"#,
+            r#"egress_guard_events_lost_total{vm="web-1",subscription="contoso",cause="rate-limited"} 7"#,
+            r#"egress_guard_events_lost_total{vm="web-1",subscription="contoso",cause="ring-full"} 1"#,
             r#"egress_guard_vms{verdict="block"} 1"#,
             r#"egress_guard_interfaces{hook="tc"} 3"#,
             r#"egress_guard_policy_generation{sha256="abc",path="/etc/p.yaml"} 4"#,

@@ -23,6 +23,9 @@ pub const STATE_ROOT: &str = "/run/egress-guard";
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "agent.lock";
+/// The last blocked connection attempts of each VM (see
+/// [`RecentAttempts`]), for `status --vm`.
+const ATTEMPTS_FILE: &str = "attempts.json";
 const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, Error)]
@@ -106,14 +109,39 @@ impl StateDir {
 
     /// Saves `state` atomically (a reader sees the old file or the new one).
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
+        self.write_json(STATE_FILE, state)
+    }
+
+    /// The last blocked connection attempts saved, if any.
+    pub fn load_attempts(&self) -> Result<Option<RecentAttempts>, StateError> {
+        let path = self.path.join(ATTEMPTS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// Saves the last blocked connection attempts, atomically.
+    pub fn save_attempts(&self, attempts: &RecentAttempts) -> Result<(), StateError> {
+        self.write_json(ATTEMPTS_FILE, attempts)
+    }
+
+    /// Writes `value` as JSON to `name` in the state directory: to a
+    /// temporary file, synced, then renamed over the old one, so that a
+    /// reader sees the old file or the new one, never a part.
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
         std::fs::create_dir_all(&self.path).map_err(io_err(&self.path))?;
-        let path = self.state_file();
-        let tmp = self.path.join(format!(".{STATE_FILE}.tmp"));
-        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let text = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+        let path = self.path.join(name);
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        let text = serde_json::to_vec(value).map_err(|source| StateError::Corrupt {
             path: path.clone(),
             source,
         })?;
+        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
         file.write_all(&text).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
@@ -253,6 +281,43 @@ pub struct VmRecord {
     pub key: u64,
 }
 
+/// How many attempts [`RecentAttempts`] keeps per VM.
+pub const RECENT_PER_VM: usize = 10;
+
+/// The last blocked connection attempts of each VM, newest first, at most
+/// [`RECENT_PER_VM`] each. Repeats of one attempt (same source address,
+/// destination and port, within the agent's repeat window) share one entry.
+/// The agent writes it (at most once a second, and when it stops); `status
+/// --vm` reads it, whether or not an agent runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentAttempts {
+    pub version: u32,
+    /// By VM name (`unknown:<interface>` for an interface of no VM).
+    pub vms: BTreeMap<String, Vec<RecentAttempt>>,
+}
+
+/// One blocked connection attempt (or a run of repeats of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentAttempt {
+    /// When the (first) SYN arrived.
+    pub at: DateTime<Utc>,
+    /// When the last repeat arrived (`at` when there was none).
+    pub last: DateTime<Utc>,
+    /// SYNs this entry stands for (1 and its repeats) whose events reached
+    /// the agent.
+    pub count: u64,
+    pub interface: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    pub src: std::net::IpAddr,
+    pub src_port: u16,
+    pub dst: std::net::IpAddr,
+    pub dst_port: u16,
+    /// The policy was in audit mode: the SYN was let through.
+    #[serde(default)]
+    pub audit: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +354,33 @@ mod tests {
         assert_eq!(states.running_agent(), None);
         states.remove().unwrap();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn recent_attempts_round_trip() {
+        let dir = std::env::temp_dir().join(format!("egt-attempts-{}", std::process::id()));
+        let states = StateDir::new(&dir);
+        assert_eq!(states.load_attempts().unwrap(), None);
+        let at: DateTime<Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+        let mut recent = RecentAttempts::default();
+        recent.vms.insert(
+            "web-1".into(),
+            vec![RecentAttempt {
+                at,
+                last: at,
+                count: 3,
+                interface: "tap1".into(),
+                family: "ipv4".into(),
+                src: "10.0.0.4".parse().unwrap(),
+                src_port: 40000,
+                dst: "198.51.100.2".parse().unwrap(),
+                dst_port: 25,
+                audit: false,
+            }],
+        );
+        states.save_attempts(&recent).unwrap();
+        assert_eq!(states.load_attempts().unwrap(), Some(recent));
+        states.remove().unwrap();
     }
 
     #[test]

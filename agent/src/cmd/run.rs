@@ -11,6 +11,8 @@
 //! | a grant, revocation or start time comes | a full reconcile at that instant |
 //! | every 30 s | a full reconcile, which catches whatever an event missed |
 //! | a scrape of `/metrics` | a snapshot of the counters and the agent's state |
+//! | the ring buffer of blocked attempts is readable | the events are logged (repeats summarised) |
+//! | every second | repeat windows that ended are summarised; the last attempts are saved |
 //! | SIGTERM, SIGINT | the loop ends; enforcement stays |
 
 use std::{
@@ -30,9 +32,12 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use egress_guard_common::maps::AttemptEvent;
+
 use super::Location;
 use crate::{
     agent::{AfterLinkEvent, Agent, AgentError, Reconciled, Reload},
+    events::EventReader,
     metrics,
     netdev::LinkEvents,
     watch::PolicyWatch,
@@ -52,20 +57,33 @@ pub struct RunOptions {
     pub location: Location,
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
+    /// Repeated blocked attempts from a VM to one destination within this
+    /// are logged once, then summarised.
+    pub repeat_window: Duration,
 }
 
 /// Runs until SIGTERM or SIGINT. Enforcement stays in place when it
 /// returns: only `detach` removes it.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the one loop over every source of change, read top to bottom"
+)]
 pub async fn run(options: RunOptions) -> Result<(), AgentError> {
     let RunOptions {
         policy,
         location,
         metrics_addr,
+        repeat_window,
     } = options;
     // Subscribe to link events before the first listing, so that no
     // interface created in between is missed.
     let mut links = LinkEvents::subscribe()?;
     let mut agent = Agent::start(&policy, location.pins.clone(), location.states.clone())?;
+    agent.set_repeat_window(repeat_window);
+    let mut reader = None;
+    refresh_reader(&mut agent, &mut reader);
+    let mut attempt_tick = tokio::time::interval(Duration::from_secs(1));
+    attempt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = PolicyWatch::new(&policy).map_err(AgentError::Watch)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
@@ -89,6 +107,8 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
         };
 
     loop {
+        // A move to a new map set brings a new ring buffer.
+        refresh_reader(&mut agent, &mut reader);
         let wake = match agent.next_change() {
             Some(at) => due.min(instant_of(at)),
             None => due,
@@ -117,6 +137,16 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
                     }
                 }
             }
+            batch = next_events(&mut reader) => {
+                match batch {
+                    Ok(batch) => agent.on_attempts(&batch),
+                    Err(e) => {
+                        warn!(error = %e, "reading the blocked attempts' ring buffer; no more attempts will be logged");
+                        reader = None;
+                    }
+                }
+            }
+            _ = attempt_tick.tick() => agent.tick_attempts(),
             Some(reply) = scrapes.recv() => {
                 match agent.snapshot(ready_flag.load(Ordering::Relaxed)) {
                     Ok(snapshot) => { let _ = reply.send(snapshot); }
@@ -145,8 +175,37 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(reader) = &mut reader {
+        agent.on_attempts(&reader.drain());
+    }
+    agent.finish_attempts();
     info!("stopping; enforcement stays in place until `egress-guard detach`");
     Ok(())
+}
+
+/// Takes the agent's new ring buffer, if it has one (after the start, and
+/// after a move to a new map set), draining the old one first.
+fn refresh_reader(agent: &mut Agent, reader: &mut Option<EventReader>) {
+    let Some(ring) = agent.take_event_ring() else {
+        return;
+    };
+    if let Some(mut old) = reader.take() {
+        agent.on_attempts(&old.drain());
+    }
+    match EventReader::new(ring) {
+        Ok(new) => *reader = Some(new),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the blocked attempts' ring buffer; attempts will not be logged")
+        }
+    }
+}
+
+/// The next batch of events, or never when there is no reader.
+async fn next_events(reader: &mut Option<EventReader>) -> std::io::Result<Vec<AttemptEvent>> {
+    match reader {
+        Some(reader) => reader.next_batch().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn reload(agent: &mut Agent) {
