@@ -74,6 +74,9 @@ enum Command {
         location: Where,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Show only this VM (by name or interface), with its last blocked attempts.
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
     },
     /// Remove every program, link, map and pin of a pin directory.
     Detach {
@@ -154,15 +157,19 @@ fn main() -> ExitCode {
                 Err(e) => fail(policy_exit(&e), &e),
             }
         }
-        Command::Status { location, format } => {
+        Command::Status {
+            location,
+            format,
+            vm,
+        } => {
             init_logs(LogFormat::Text, "warn");
             let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
-            match runtime.block_on(cmd::status::status(&location)) {
+            match runtime.block_on(cmd::status::status(&location, vm.as_deref())) {
                 Ok(status) => {
                     print!("{}", cmd::status::render(&status, format));
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(1, &e),
+                Err(e) => fail(e.exit_code(), &e),
             }
         }
         Command::Detach { location } => {

@@ -1,10 +1,12 @@
 //! `egress-guard status`: what is enforced under one pin directory, whether
 //! or not an agent is running: the policy in force, each interface with its
-//! hook, each VM with its verdict, reason and counters.
+//! hook, each VM with its verdict, reason and counters (held back, by
+//! reason, and its blocked connection attempts). `--vm NAME` shows one VM,
+//! with its last blocked attempts (from the agent's state directory).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use egress_guard_common::maps::{Counters, VERDICT_ALLOW, reason};
+use egress_guard_common::maps::{Attempts, Counters, VERDICT_ALLOW, reason};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -16,7 +18,7 @@ use crate::{
         maps::MapsError,
     },
     netdev::{self, NetdevError},
-    state::{PolicyInForce, RejectedPolicy, StateError},
+    state::{PolicyInForce, RecentAttempt, RejectedPolicy, StateError},
 };
 
 #[derive(Debug, Error)]
@@ -25,6 +27,13 @@ pub enum StatusError {
         "nothing is enforced under {0}: no agent has run with this pin directory, or it was detached"
     )]
     Nothing(String),
+    /// `--vm NAME` names no VM of the policy in force (a usage error).
+    #[error("{}", unknown_vm(.name, .pin_dir, .known))]
+    UnknownVm {
+        name: String,
+        pin_dir: String,
+        known: Vec<String>,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -33,6 +42,31 @@ pub enum StatusError {
     Link(#[from] LinkError),
     #[error(transparent)]
     Netdev(#[from] NetdevError),
+}
+
+fn unknown_vm(name: &str, pin_dir: &str, known: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if known.is_empty() {
+        return format!(
+            "no VM {name:?} under {pin_dir}: the policy in force there has no VMs (or none was applied yet)"
+        );
+    }
+    let mut list = known[..known.len().min(SHOWN)].join(", ");
+    if known.len() > SHOWN {
+        use std::fmt::Write as _;
+        let _ = write!(list, ", ... ({} in all)", known.len());
+    }
+    format!("no VM {name:?} in the policy in force under {pin_dir}; its VMs are: {list}")
+}
+
+impl StatusError {
+    /// 2 for a usage error (an unknown `--vm`), 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StatusError::UnknownVm { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -70,7 +104,47 @@ pub struct VmStatus {
     /// Packets held back, for every reason that holds back.
     pub held_back: Count,
     /// Every counter, by reason.
-    pub counters: HashMap<&'static str, Count>,
+    pub counters: BTreeMap<&'static str, Count>,
+    /// Its blocked connection attempts.
+    pub attempts: AttemptsStatus,
+    /// With `--vm`: its last blocked attempts, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_attempts: Option<Vec<RecentAttempt>>,
+}
+
+/// A VM's blocked connection attempts (SYNs to a held port), and what
+/// became of the events about them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AttemptsStatus {
+    pub total: u64,
+    /// Events the kernel sent to the agent (logged, or counted in a
+    /// repeat summary).
+    pub events: u64,
+    /// Events not sent, by cause.
+    pub events_lost: EventsLost,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventsLost {
+    /// The VM was over its event rate.
+    #[serde(rename = "rate-limited")]
+    pub rate_limited: u64,
+    /// The ring buffer was full (the agent slow or not running).
+    #[serde(rename = "ring-full")]
+    pub ring_full: u64,
+}
+
+impl From<Attempts> for AttemptsStatus {
+    fn from(a: Attempts) -> Self {
+        Self {
+            total: a.attempts,
+            events: a.events,
+            events_lost: EventsLost {
+                rate_limited: a.rate_limited,
+                ring_full: a.ring_full,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -88,7 +162,7 @@ pub struct Status {
 /// counted on top of a held-back packet).
 const HELD_BACK: [usize; 3] = [reason::POLICY, reason::MALFORMED, reason::ORPHAN_FRAGMENT];
 
-fn counts(c: &Counters) -> HashMap<&'static str, Count> {
+fn counts(c: &Counters) -> BTreeMap<&'static str, Count> {
     (0..reason::COUNT - 1)
         .map(|i| {
             (
@@ -102,17 +176,49 @@ fn counts(c: &Counters) -> HashMap<&'static str, Count> {
         .collect()
 }
 
-/// Reads the pinned state of `location`.
-pub async fn status(location: &Location) -> Result<Status, StatusError> {
+/// The name of the VM `--vm NAME` means: a VM named so, or else the VM of
+/// the interface named so.
+fn selected_vm(
+    state: &crate::state::AgentState,
+    name: &str,
+    root: &std::path::Path,
+) -> Result<String, StatusError> {
+    state
+        .vms
+        .iter()
+        .find(|v| v.name == name)
+        .or_else(|| state.vms.iter().find(|v| v.interface == name))
+        .map(|v| v.name.clone())
+        .ok_or_else(|| StatusError::UnknownVm {
+            name: name.to_owned(),
+            pin_dir: root.display().to_string(),
+            known: state.vms.iter().map(|v| v.name.clone()).collect(),
+        })
+}
+
+/// Reads the pinned state of `location`: everything, or with `vm` only that
+/// VM (by name, or by its interface), its interfaces and its last blocked
+/// attempts.
+pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, StatusError> {
     let root = location.pins.root();
     let state = location.states.load()?;
     if !root.exists() && state.is_none() {
         return Err(StatusError::Nothing(root.display().to_string()));
     }
     let state = state.unwrap_or_default();
+    let only = match vm {
+        Some(name) => Some(selected_vm(&state, name, root)?),
+        None => None,
+    };
     let pid = location.states.running_agent();
     let maps = Maps::open_pinned(&location.pins)?;
     let totals = maps.counters_by_key()?;
+    let attempts = maps.attempts_by_key()?;
+    let recent = match &only {
+        // A missing or unreadable file only means no attempts to show.
+        Some(_) => location.states.load_attempts().ok().flatten(),
+        None => None,
+    };
     let entries = maps.read_state()?.ifaces;
     let names: HashMap<u32, String> = netdev::list()
         .await?
@@ -122,6 +228,15 @@ pub async fn status(location: &Location) -> Result<Status, StatusError> {
 
     let interfaces = pinned_links(&location.pins)?
         .into_iter()
+        .filter(|link| {
+            only.as_ref().is_none_or(|name| {
+                state
+                    .interfaces
+                    .get(&link.ifindex)
+                    .and_then(|r| r.vm.as_ref())
+                    == Some(name)
+            })
+        })
         .map(|link| {
             let record = state.interfaces.get(&link.ifindex);
             let live = link.is_live();
@@ -149,6 +264,7 @@ pub async fn status(location: &Location) -> Result<Status, StatusError> {
     let vms = state
         .vms
         .iter()
+        .filter(|vm| only.as_ref().is_none_or(|name| *name == vm.name))
         .map(|vm| {
             let c = totals.get(&vm.key).copied().unwrap_or_default();
             VmStatus {
@@ -164,6 +280,13 @@ pub async fn status(location: &Location) -> Result<Status, StatusError> {
                     bytes: HELD_BACK.iter().map(|&r| c.bytes[r]).sum(),
                 },
                 counters: counts(&c),
+                attempts: attempts.get(&vm.key).copied().unwrap_or_default().into(),
+                recent_attempts: only.as_ref().map(|_| {
+                    recent
+                        .as_ref()
+                        .and_then(|r| r.vms.get(&vm.name).cloned())
+                        .unwrap_or_default()
+                }),
             }
         })
         .collect();
@@ -263,6 +386,8 @@ fn table(s: &Status) -> String {
                 vm.interface.clone(),
                 vm.verdict.clone(),
                 format!("{} pkts / {} B", vm.held_back.packets, vm.held_back.bytes),
+                by_reason(vm),
+                vm.attempts.total.to_string(),
                 vm.reason.clone(),
             ]
         })
@@ -274,11 +399,107 @@ fn table(s: &Status) -> String {
             "INTERFACE",
             "VERDICT",
             "HELD BACK",
+            "BY REASON (PKTS)",
+            "ATTEMPTS",
             "REASON",
         ],
         &rows,
     ));
+    for vm in s.vms.iter().filter(|vm| vm.recent_attempts.is_some()) {
+        vm_detail(&mut out, vm);
+    }
     out
+}
+
+/// The non-zero packet counters of a VM: `policy 5, malformed 1`, or `-`.
+fn by_reason(vm: &VmStatus) -> String {
+    let parts: Vec<String> = (0..reason::COUNT - 1)
+        .filter_map(|i| {
+            let name = reason::NAMES[i];
+            let n = vm.counters.get(name).map_or(0, |c| c.packets);
+            (n > 0).then(|| format!("{name} {n}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `status --vm`: one VM in full.
+fn vm_detail(out: &mut String, vm: &VmStatus) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "VM {} (subscription {}, offer {}, interface {})",
+        vm.name, vm.subscription, vm.offer, vm.interface
+    );
+    let _ = writeln!(
+        out,
+        "  verdict: {} ({}): {}",
+        vm.verdict, vm.reason_code, vm.reason
+    );
+    let _ = writeln!(out, "  counters:");
+    let rows: Vec<Vec<String>> = (0..reason::COUNT - 1)
+        .map(|i| {
+            let c = vm
+                .counters
+                .get(reason::NAMES[i])
+                .copied()
+                .unwrap_or_default();
+            vec![
+                format!("    {}", reason::NAMES[i]),
+                c.packets.to_string(),
+                c.bytes.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(&["    REASON", "PACKETS", "BYTES"], &rows));
+    let a = &vm.attempts;
+    let _ = writeln!(
+        out,
+        "  blocked connection attempts: {} ({} reported to the agent; not reported: {} over the VM's event rate, {} with the ring buffer full)",
+        a.total, a.events, a.events_lost.rate_limited, a.events_lost.ring_full
+    );
+    let recent = vm.recent_attempts.as_deref().unwrap_or_default();
+    if recent.is_empty() {
+        let _ = writeln!(out, "  last blocked attempts: none recorded");
+        return;
+    }
+    let _ = writeln!(out, "  last blocked attempts, newest first:");
+    let rows: Vec<Vec<String>> = recent
+        .iter()
+        .map(|r| {
+            let secs = chrono::SecondsFormat::Secs;
+            vec![
+                format!("    {}", r.at.to_rfc3339_opts(secs, true)),
+                if r.count > 1 {
+                    format!("{} (until {})", r.count, r.last.to_rfc3339_opts(secs, true))
+                } else {
+                    "1".to_owned()
+                },
+                socket(r.src, r.src_port),
+                socket(r.dst, r.dst_port),
+                r.interface.clone(),
+                if r.audit {
+                    "audit: let through"
+                } else {
+                    "held back"
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &["    AT", "COUNT", "FROM", "TO", "INTERFACE", "WHAT"],
+        &rows,
+    ));
+}
+
+fn socket(addr: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
 }
 
 /// Left-aligned columns, two spaces apart, the last one unpadded.
