@@ -11,7 +11,10 @@
 //!   also has the raw bpf(2) calls of the live-operation tests (program tags,
 //!   pinned maps, the attach window).
 //! - [`SynStream`] / [`SynCapture`]: a steady stream of TCP SYNs from a VM,
-//!   and a count of those that arrive elsewhere, for zero-escape tests.
+//!   and a count of those that arrive elsewhere, for zero-escape tests;
+//!   [`send_frames`]: exact frames (malformed ones, fragments) from a VM.
+//! - [`http::get`]: the agent's `/metrics`, `/healthz` and `/readyz` from
+//!   inside the hypervisor namespace.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -22,6 +25,7 @@ pub mod agent;
 pub mod bpf;
 pub mod cmd;
 pub mod error;
+pub mod http;
 pub mod names;
 pub mod netns;
 pub mod smtp;
@@ -35,7 +39,7 @@ pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
 pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};
 pub use topology::{Link, Topology, TopologyBuilder, Vm};
-pub use traffic::{Captured, Sent, SynCapture, SynStream};
+pub use traffic::{Captured, Sent, SynCapture, SynStream, mac_address, send_frames};
 
 /// An error unless this process runs as root (namespaces, bpffs and the agent
 /// all need it).

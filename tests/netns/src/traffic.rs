@@ -291,3 +291,85 @@ impl SynCapture {
         self.script.finish()
     }
 }
+
+/// The MAC address of interface `dev` of namespace `ns`.
+pub fn mac_address(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let out = ns.ip(["-j", "link", "show", "dev", dev])?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
+            command: out.command.clone(),
+            output: out.stdout.clone(),
+            source,
+        })?;
+    let text = doc[0]["address"].as_str().unwrap_or_default();
+    let bytes: Vec<u8> = text
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes.try_into().map_err(|_| {
+        Error::Other(format!(
+            "no MAC address for {dev} in `{}`: {}",
+            out.command, out.stdout
+        ))
+    })
+}
+
+/// Sends each of `frames` (whole Ethernet frames, as they are) out of
+/// interface `iface` of namespace `ns`, with an `AF_PACKET` socket: nothing
+/// of the namespace's stack touches them, so they may be malformed, or
+/// fragments, or anything a VM's own driver could send. Returns how many
+/// were sent; an error at the first that could not be.
+pub fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) -> Result<usize> {
+    let iface = std::ffi::CString::new(iface)
+        .map_err(|_| Error::Other(format!("interface name {iface:?} has a NUL byte")))?;
+    let frames = frames.to_vec();
+    crate::bpf::in_netns(&ns.path(), move || {
+        // SAFETY: if_nametoindex(3) on a NUL-terminated name we own.
+        let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        if ifindex == 0 {
+            return Err(Error::io(
+                format!("no interface {iface:?}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(eth_p_all)) };
+        if fd < 0 {
+            return Err(Error::io(
+                "socket(AF_PACKET)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: the kernel just returned this new fd to us.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_ll is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = eth_p_all;
+        addr.sll_ifindex = i32::try_from(ifindex).unwrap_or(0);
+        let mut sent = 0;
+        for frame in &frames {
+            // SAFETY: sendto(2) of a buffer we own, to an address we own,
+            // with their sizes.
+            let n = unsafe {
+                libc::sendto(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                return Err(Error::io(
+                    format!("sending frame {sent} of {} on {iface:?}", frames.len()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    })
+}

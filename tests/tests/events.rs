@@ -1,0 +1,269 @@
+//! The kernel side of blocked-attempt events, with BPF_PROG_TEST_RUN on
+//! crafted frames: which segments are attempts, what an event says, the
+//! per-VM event rate, and that what is not sent is counted. Every frame
+//! goes through both programs (XDP and TC).
+//!
+//! Without a context, a test run's packet comes in on ifindex 1 (the
+//! loopback of the caller's namespace), so the blocked VM's entry is put
+//! there: the maps are this test's own (not pinned), nothing else sees them.
+//! Needs root (CAP_BPF).
+
+use std::collections::BTreeSet;
+
+use aya::{TestRun as _, TestRunOptions, maps::RingBuf};
+use egress_guard::{
+    datapath::{Capacities, Datapath, KernelState},
+    events::{Attempt, Clock, decode, monotonic_ns},
+};
+use egress_guard_common::{
+    craft::{Frame, addr::*},
+    maps::{
+        ACTION_DROP, AttemptEvent, Attempts, Config, EVENT_BURST, IfaceEntry, MODE_AUDIT,
+        MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK, reason,
+    },
+    parse::{TCP_ACK, TCP_SYN},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TC_ACT_SHOT: u32 = 2;
+/// TC_ACT_UNSPEC (-1): under tcx, "next program".
+const TC_NEXT: u32 = u32::MAX;
+
+const VM_KEY: u64 = 0xB10C;
+/// The ifindex of a test run without a context.
+const IFINDEX: u32 = 1;
+
+struct Bench {
+    datapath: Datapath,
+    ring: RingBuf<aya::maps::MapData>,
+}
+
+impl Bench {
+    fn new(mode: u32, verdict: u32) -> Self {
+        let mut datapath =
+            Datapath::load_unpinned(Capacities::default()).expect("loading the programs");
+        let mut desired = KernelState {
+            config: Config {
+                mode,
+                action: ACTION_DROP,
+                generation: 1,
+                ..Config::default()
+            },
+            ports: BTreeSet::from([25]),
+            ..KernelState::default()
+        };
+        desired.ifaces.insert(
+            IFINDEX,
+            IfaceEntry {
+                vm_key: VM_KEY,
+                verdict,
+                flags: 0,
+            },
+        );
+        let actual = datapath.maps.read_state().expect("reading the maps");
+        datapath
+            .maps
+            .apply(&actual, &desired)
+            .expect("writing the maps");
+        let ring = datapath.take_events().expect("the ring buffer");
+        Self { datapath, ring }
+    }
+
+    /// Runs `frame` through XDP, then TC; returns whether each dropped it.
+    fn run(&mut self, frame: &[u8]) -> (bool, bool) {
+        let opts = || TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        let xdp = self
+            .datapath
+            .xdp()
+            .unwrap()
+            .test_run(opts())
+            .expect("XDP test run")
+            .return_value;
+        let tc = self
+            .datapath
+            .tc()
+            .unwrap()
+            .test_run(opts())
+            .expect("TC test run")
+            .return_value;
+        let xdp = match xdp {
+            XDP_DROP => true,
+            XDP_PASS => false,
+            other => panic!("XDP returned {other}"),
+        };
+        let tc = match tc {
+            TC_ACT_SHOT => true,
+            TC_NEXT => false,
+            other => panic!("TC returned {other}"),
+        };
+        (xdp, tc)
+    }
+
+    fn attempts(&self) -> Attempts {
+        self.datapath
+            .maps
+            .attempts_by_key()
+            .unwrap()
+            .remove(&VM_KEY)
+            .unwrap_or_default()
+    }
+
+    fn policy_packets(&self) -> u64 {
+        self.datapath
+            .maps
+            .counters_by_key()
+            .unwrap()
+            .get(&VM_KEY)
+            .map_or(0, |c| c.packets[reason::POLICY])
+    }
+
+    /// Every event in the ring now.
+    fn events(&mut self) -> Vec<AttemptEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            out.push(decode(&item).expect("an AttemptEvent record"));
+        }
+        out
+    }
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&a);
+    out
+}
+
+#[test]
+fn a_syn_to_a_held_port_is_an_attempt_and_its_event_says_who_where_and_when() {
+    let mut bench = Bench::new(MODE_ENFORCE, VERDICT_BLOCK);
+    let before = monotonic_ns();
+
+    // Not attempts: held back all the same, but not SYNs without ACK.
+    let not_attempts = [
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .flags(TCP_ACK)
+            .payload(b"EHLO x\r\n")
+            .build(),
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .flags(TCP_SYN | TCP_ACK)
+            .build(),
+    ];
+    for frame in &not_attempts {
+        assert_eq!(bench.run(frame), (true, true));
+    }
+    // Passes: not to a held port.
+    assert_eq!(
+        bench.run(&Frame::tcp4(VM4, INTERNET4, 40000, 587).build()),
+        (false, false)
+    );
+    // Malformed: held back, but nothing says it is a SYN.
+    let mut bad_ihl = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+    bad_ihl[14] = 0x43;
+    assert_eq!(bench.run(&bad_ihl), (true, true));
+    assert_eq!(bench.attempts(), Attempts::default());
+    assert!(bench.events().is_empty());
+    assert_eq!(bench.policy_packets(), 4);
+
+    // Two SYNs, one of each family, each through both programs.
+    let syn4 = Frame::tcp4(VM4, INTERNET4, 40001, 25).build();
+    let syn6 = Frame::tcp6(VM6, INTERNET6, 40002, 25).build();
+    assert_eq!(bench.run(&syn4), (true, true));
+    assert_eq!(bench.run(&syn6), (true, true));
+    let after = monotonic_ns();
+    assert_eq!(
+        bench.attempts(),
+        Attempts {
+            attempts: 4,
+            events: 4,
+            rate_limited: 0,
+            ring_full: 0,
+        }
+    );
+    let events = bench.events();
+    assert_eq!(events.len(), 4, "{events:?}");
+    for (i, e) in events.iter().enumerate() {
+        let v6 = i >= 2;
+        assert_eq!(e.vm_key, VM_KEY);
+        assert_eq!(e.ifindex, IFINDEX);
+        assert_eq!(e.family, if v6 { 6 } else { 4 });
+        assert_eq!(e.flags, 0, "not audit");
+        assert_eq!(e.src, if v6 { VM6 } else { v4(VM4) });
+        assert_eq!(e.dst, if v6 { INTERNET6 } else { v4(INTERNET4) });
+        assert_eq!(
+            u16::from_be_bytes(e.src_port),
+            if v6 { 40002 } else { 40001 }
+        );
+        assert_eq!(u16::from_be_bytes(e.dst_port), 25);
+        assert!(
+            (before..=after).contains(&e.ts_ns),
+            "timestamp {} not within {before}..={after}",
+            e.ts_ns
+        );
+        // The agent's reading of it: wall time now, addresses as given.
+        let a = Attempt::from_event(e, &Clock::now()).unwrap();
+        let lag = chrono::Utc::now() - a.at;
+        assert!(lag.num_seconds().abs() < 5, "{a:?}");
+        assert_eq!(a.dst_port, 25);
+    }
+    assert_eq!(bench.policy_packets(), 8);
+}
+
+#[test]
+fn events_beyond_the_vms_rate_are_counted_as_lost_and_every_attempt_is_counted() {
+    let mut bench = Bench::new(MODE_ENFORCE, VERDICT_BLOCK);
+    let sent = 40u64;
+    for i in 0..sent / 2 {
+        let frame = Frame::tcp4(VM4, INTERNET4, 41000 + i as u16, 25).build();
+        assert_eq!(bench.run(&frame), (true, true));
+    }
+    let a = bench.attempts();
+    let events = bench.events();
+    println!("{sent} SYNs: {a:?}");
+    assert_eq!(a.attempts, sent, "every SYN counted");
+    assert_eq!(a.events + a.rate_limited + a.ring_full, sent);
+    assert_eq!(a.events, events.len() as u64);
+    // A burst, plus what the rate (one every 500 ms) allows while the test
+    // runs, plus one per CPU racing at the limit.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    assert!(
+        a.events >= EVENT_BURST && a.events <= EVENT_BURST + 2 + cpus,
+        "{} events sent: expected the burst of {EVENT_BURST} and little more",
+        a.events
+    );
+    assert_eq!(a.ring_full, 0);
+    assert!(a.rate_limited >= sent - EVENT_BURST - 2 - cpus);
+    // The first ones are sent, in order.
+    let ports: Vec<u16> = events
+        .iter()
+        .map(|e| u16::from_be_bytes(e.src_port))
+        .collect();
+    assert_eq!(ports[0], 41000);
+}
+
+#[test]
+fn audit_mode_reports_attempts_that_pass_and_allowed_vms_have_none() {
+    let mut audit = Bench::new(MODE_AUDIT, VERDICT_BLOCK);
+    let syn = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+    assert_eq!(audit.run(&syn), (false, false), "audit holds nothing back");
+    assert_eq!(audit.attempts().attempts, 2);
+    let events = audit.events();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events.iter().all(|e| e.flags == 1),
+        "audit flag: {events:?}"
+    );
+    assert!(
+        Attempt::from_event(&events[0], &Clock::now())
+            .unwrap()
+            .audit
+    );
+
+    let mut allowed = Bench::new(MODE_ENFORCE, VERDICT_ALLOW);
+    assert_eq!(allowed.run(&syn), (false, false));
+    assert_eq!(allowed.attempts(), Attempts::default());
+    assert!(allowed.events().is_empty());
+}
