@@ -195,7 +195,7 @@ fn refresh_reader(agent: &mut Agent, reader: &mut Option<EventReader>) {
     match EventReader::new(ring) {
         Ok(new) => *reader = Some(new),
         Err(e) => {
-            warn!(error = %e, "cannot watch the blocked attempts' ring buffer; attempts will not be logged")
+            warn!(error = %e, "cannot watch the blocked attempts' ring buffer; attempts will not be logged");
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use egress_guard_common::maps::{Attempts, Counters, VERDICT_ALLOW, reason};
+use egress_guard_common::maps::{Attempts, Counters, IfaceEntry, VERDICT_ALLOW, reason};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -18,7 +18,7 @@ use crate::{
         maps::MapsError,
     },
     netdev::{self, NetdevError},
-    state::{PolicyInForce, RecentAttempt, RejectedPolicy, StateError},
+    state::{AgentState, PolicyInForce, RecentAttempt, RejectedPolicy, StateError},
 };
 
 #[derive(Debug, Error)]
@@ -179,7 +179,7 @@ fn counts(c: &Counters) -> BTreeMap<&'static str, Count> {
 /// The name of the VM `--vm NAME` means: a VM named so, or else the VM of
 /// the interface named so.
 fn selected_vm(
-    state: &crate::state::AgentState,
+    state: &AgentState,
     name: &str,
     root: &std::path::Path,
 ) -> Result<String, StatusError> {
@@ -226,40 +226,7 @@ pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, Sta
         .map(|d| (d.index, d.name))
         .collect();
 
-    let interfaces = pinned_links(&location.pins)?
-        .into_iter()
-        .filter(|link| {
-            only.as_ref().is_none_or(|name| {
-                state
-                    .interfaces
-                    .get(&link.ifindex)
-                    .and_then(|r| r.vm.as_ref())
-                    == Some(name)
-            })
-        })
-        .map(|link| {
-            let record = state.interfaces.get(&link.ifindex);
-            let live = link.is_live();
-            InterfaceStatus {
-                name: names
-                    .get(&link.ifindex)
-                    .cloned()
-                    .or_else(|| record.map(|r| r.name.clone())),
-                ifindex: link.ifindex,
-                hook: link.hook.to_string(),
-                live,
-                vm: record.and_then(|r| r.vm.clone()),
-                verdict: entries.get(&link.ifindex).map(|e| {
-                    if e.verdict == VERDICT_ALLOW {
-                        "allow"
-                    } else {
-                        "block"
-                    }
-                    .to_owned()
-                }),
-            }
-        })
-        .collect();
+    let interfaces = interfaces(location, &state, only.as_deref(), &entries, &names)?;
 
     let vms = state
         .vms
@@ -303,6 +270,50 @@ pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, Sta
         interfaces,
         vms,
     })
+}
+
+/// The enforced interfaces (of VM `only`, when given).
+fn interfaces(
+    location: &Location,
+    state: &AgentState,
+    only: Option<&str>,
+    entries: &BTreeMap<u32, IfaceEntry>,
+    names: &HashMap<u32, String>,
+) -> Result<Vec<InterfaceStatus>, StatusError> {
+    Ok(pinned_links(&location.pins)?
+        .into_iter()
+        .filter(|link| {
+            only.is_none_or(|name| {
+                state
+                    .interfaces
+                    .get(&link.ifindex)
+                    .and_then(|r| r.vm.as_deref())
+                    == Some(name)
+            })
+        })
+        .map(|link| {
+            let record = state.interfaces.get(&link.ifindex);
+            let live = link.is_live();
+            InterfaceStatus {
+                name: names
+                    .get(&link.ifindex)
+                    .cloned()
+                    .or_else(|| record.map(|r| r.name.clone())),
+                ifindex: link.ifindex,
+                hook: link.hook.to_string(),
+                live,
+                vm: record.and_then(|r| r.vm.clone()),
+                verdict: entries.get(&link.ifindex).map(|e| {
+                    if e.verdict == VERDICT_ALLOW {
+                        "allow"
+                    } else {
+                        "block"
+                    }
+                    .to_owned()
+                }),
+            }
+        })
+        .collect())
 }
 
 /// Renders a status for people or for programs.
