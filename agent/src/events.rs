@@ -24,7 +24,8 @@
 //! - `repeated blocked connection attempts`: `vm`, `subscription`,
 //!   `interface`, `family`, `src`, `dst`, `dst_port`, `count` (the
 //!   attempts of the window, the first included), `first`, `last`,
-//!   `window_seconds`.
+//!   `window_seconds`, `audit` (the attempts were let through in audit
+//!   mode: an attempt in audit mode never repeats a held-back one).
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -187,6 +188,7 @@ struct Window {
     dst: IpAddr,
     dst_port: u16,
     family: &'static str,
+    audit: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -194,6 +196,8 @@ struct WindowKey {
     vm_key: u64,
     dst: IpAddr,
     dst_port: u16,
+    /// Attempts in audit mode are not repeats of held-back ones.
+    audit: bool,
 }
 
 /// Logs attempts, summarises repeats, and keeps each VM's last attempts.
@@ -229,6 +233,7 @@ impl AttemptLog {
             vm_key: attempt.vm_key,
             dst: attempt.dst,
             dst_port: attempt.dst_port,
+            audit: attempt.audit,
         };
         let window_ns = self.window_ns();
         if !self.open.contains_key(&key) && self.open.len() >= MAX_OPEN_WINDOWS {
@@ -363,6 +368,7 @@ impl Window {
             dst: attempt.dst,
             dst_port: attempt.dst_port,
             family: attempt.family(),
+            audit: attempt.audit,
         }
     }
 }
@@ -423,6 +429,7 @@ fn summarise(w: &Window, window: Duration) {
         first = %rfc3339(w.first),
         last = %rfc3339(w.last),
         window_seconds = window.as_secs_f64(),
+        audit = w.audit,
         "repeated blocked connection attempts"
     );
 }
