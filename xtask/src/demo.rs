@@ -53,6 +53,8 @@ const EXEMPT_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const EXEMPT_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 3);
 const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+/// The agent's default `--metrics-addr` (in the hypervisor's namespace).
+const METRICS_ADDR: &str = "127.0.0.1:9725";
 /// A mail relay in the example policy's `allow_destinations` (10.77.250.0/24).
 const RELAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 25);
 
@@ -137,7 +139,7 @@ struct Demo {
     step: std::cell::Cell<u32>,
 }
 
-const STEPS: u32 = 9;
+const STEPS: u32 = 10;
 
 impl Demo {
     fn step(&self, title: &str) -> Result<()> {
@@ -281,6 +283,9 @@ the kernel's maps with each interface's verdict, pinned it all under
         self.mail(topo, sink, BLOCKED, SINK_V6.into(), 25, false)?;
         println!("Same over IPv6.");
 
+        self.step("The agent logs each blocked attempt")?;
+        Self::attempt_log(agent)?;
+
         self.step(&format!("{EXEMPT} sends mail on port 25"))?;
         self.mail(topo, sink, EXEMPT, SINK_V4.into(), 25, true)?;
         println!(
@@ -311,6 +316,33 @@ the kernel's maps with each interface's verdict, pinned it all under
             agent.pin_dir().display()
         );
         println!("{}", indent(&out.stdout));
+        let out = agent
+            .ctl([
+                "status",
+                "--pin-dir",
+                &agent.pin_dir().display().to_string(),
+                "--vm",
+                BLOCKED,
+            ])?
+            .check()?;
+        println!(
+            "$ egress-guard status --pin-dir {} --vm {BLOCKED}",
+            agent.pin_dir().display()
+        );
+        println!("{}", indent(&out.stdout));
+        let metrics = egress_guard_netns::http::get(&topo.hv, METRICS_ADDR.parse()?, "/metrics")?;
+        println!(
+            "$ curl http://{METRICS_ADDR}/metrics   (in the hypervisor's namespace; a few of its lines)"
+        );
+        for l in metrics.body.lines().filter(|l| {
+            l.starts_with("egress_guard_blocked_attempts_total")
+                || (l.starts_with("egress_guard_held_back_packets_total")
+                    && l.contains("reason=\"policy\""))
+                || l.starts_with("egress_guard_vms")
+                || l.starts_with("egress_guard_ready")
+        }) {
+            println!("    {l}");
+        }
         let status = agent.status_json()?;
         let held = held_back_packets(&status, BLOCKED);
         let held_exempt = held_back_packets(&status, EXEMPT);
@@ -361,6 +393,41 @@ the kernel's maps with each interface's verdict, pinned it all under
         );
         self.mail(topo, sink, BLOCKED, SINK_V4.into(), 25, true)?;
         println!("With the programs gone, {BLOCKED}'s mail on port 25 flows again.");
+        Ok(())
+    }
+
+    /// Shows the agent's log lines about vm-blocked's attempts (the kernel
+    /// sends an event per SYN; the agent logs the first to each destination
+    /// and summarises repeats).
+    fn attempt_log(agent: &Agent<'_>) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let log = egress_guard_netns::agent::strip_ansi(&agent.stderr());
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("blocked connection attempt"))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= 2 || std::time::Instant::now() >= deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if lines.is_empty() {
+            bail!("the agent logged no blocked connection attempt");
+        }
+        println!("The agent's log (stderr), its lines about the attempts:");
+        for l in &lines {
+            println!("  | {l}");
+        }
+        println!(
+            "\
+For each TCP SYN to port 25 from a blocked VM the kernel program sends an event
+(rate-limited per VM, what it drops is counted); the agent logs it with the VM
+and its subscription from the policy. The client's retransmissions of the same
+SYN are not logged one by one: one summary line with their count follows when
+the repeat window (60 s) ends. With --log-format json each line is a JSON object."
+        );
         Ok(())
     }
 
