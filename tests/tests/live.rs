@@ -975,9 +975,17 @@ fn interfaces_that_appear_are_enforced_at_once_and_those_that_go_leave_nothing()
         let hv = &s.topo.hv;
         let created = create_and_time(hv, CREATIONS)?;
 
-        // Each one enforced: a pinned link and a blocking map entry.
+        // Each one enforced: a pinned link and a blocking map entry. (The
+        // link is pinned just after the program shows on the interface,
+        // which is when the watch above returned: give the last one a
+        // moment.)
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut pins = link_pins(&agent)?;
+        while pins.len() < created.len() + 1 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+            pins = link_pins(&agent)?;
+        }
         let entries = iface_entries(agent.pin_dir())?;
-        let pins = link_pins(&agent)?;
         for (name, index) in &created {
             ensure!(
                 entries.get(index).map(|e| e.verdict) == Some(VERDICT_BLOCK),
@@ -1518,6 +1526,7 @@ fn status_view(doc: &Value) -> Value {
             if let Some(o) = vm.as_object_mut() {
                 o.remove("held_back");
                 o.remove("counters");
+                o.remove("attempts");
             }
         }
     }
