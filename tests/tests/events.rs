@@ -267,3 +267,56 @@ fn audit_mode_reports_attempts_that_pass_and_allowed_vms_have_none() {
     assert_eq!(allowed.attempts(), Attempts::default());
     assert!(allowed.events().is_empty());
 }
+
+#[test]
+fn events_that_find_the_ring_full_are_counted_as_ring_full() {
+    // More VMs than the ring holds bursts of: each VM's first 10 SYNs are
+    // within its rate, and the ring (256 KiB, 72 bytes a record) fills.
+    const VMS: u64 = 400;
+    let mut bench = Bench::new(MODE_ENFORCE, VERDICT_BLOCK);
+    let frame = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+    for vm in 0..VMS {
+        bench
+            .datapath
+            .maps
+            .set_interface(
+                IFINDEX,
+                IfaceEntry {
+                    vm_key: 0x1000 + vm,
+                    verdict: VERDICT_BLOCK,
+                    flags: 0,
+                },
+            )
+            .unwrap();
+        for _ in 0..EVENT_BURST / 2 {
+            assert_eq!(bench.run(&frame), (true, true));
+        }
+    }
+    let by_key = bench.datapath.maps.attempts_by_key().unwrap();
+    let total = by_key.values().fold(Attempts::default(), |mut sum, a| {
+        sum.add(a);
+        sum
+    });
+    println!("{VMS} VMs x {EVENT_BURST} SYNs: {total:?}");
+    assert_eq!(by_key.len() as u64, VMS);
+    assert_eq!(total.attempts, VMS * EVENT_BURST);
+    assert_eq!(
+        total.events + total.rate_limited + total.ring_full,
+        total.attempts
+    );
+    assert!(
+        total.ring_full > 0,
+        "the ring should have filled: {total:?}"
+    );
+    let records = 256 * 1024 / (std::mem::size_of::<AttemptEvent>() as u64 + 8);
+    assert!(
+        total.events <= records && total.events + 10 >= records,
+        "{} events in a ring of {records} records",
+        total.events
+    );
+    // What was sent is what the ring holds, and reading it makes room.
+    assert_eq!(bench.events().len() as u64, total.events);
+    assert_eq!(bench.run(&frame), (true, true));
+    let after = bench.datapath.maps.attempts_by_key().unwrap()[&(0x1000 + VMS - 1)];
+    assert_eq!(after.attempts, EVENT_BURST + 2);
+}
