@@ -259,7 +259,9 @@ impl Hook for Tc<'_> {
         if !self.store(off, &partial.to_be_bytes()) {
             return false;
         }
-        let diff = ones_sub(partial, full) as u64;
+        // The kernel adds checksums as they lie in memory: the difference
+        // goes in network byte order too.
+        let diff = ones_sub(partial, full).to_be() as u64;
         // SAFETY: plain helper call on the program's own context; flags 0:
         // `to` is a difference, not a pseudo-header field.
         unsafe { bpf_l4_csum_replace(self.0.skb.skb, off as u32, 0, diff, 0) == 0 }
