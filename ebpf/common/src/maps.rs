@@ -127,11 +127,12 @@ pub struct Config {
 impl Config {
     /// The reply rate limit for `per_second` replies a second on average
     /// and `burst` at once.
+    #[must_use]
     pub const fn with_reply_rate(mut self, per_second: u64, burst: u32) -> Self {
-        self.reply_interval_ns = if per_second == 0 {
-            0
-        } else {
-            1_000_000_000 / per_second
+        // Rate 0: no replies at all.
+        self.reply_interval_ns = match 1_000_000_000u64.checked_div(per_second) {
+            Some(interval) => interval,
+            None => 0,
         };
         self.reply_burst = burst;
         self
