@@ -1,11 +1,16 @@
 //! `cargo xtask fuzz`: the packet parser against etherparse, with cargo fuzz
-//! on the eBPF nightly (`ebpf/common/fuzz`, target `parse`; the check is
-//! `egress_guard_common::oracle`).
+//! on the eBPF nightly (`ebpf/common/fuzz`; the check is
+//! `egress_guard_common::oracle`), half the time on each target:
 //!
-//! The fuzzer works on a scratch copy of its corpus (`fuzz/corpus-tmp`, not
-//! committed) and reads the named seeds and regressions
-//! (`fuzz/regressions/parse`); `--update-corpus` merges what it found that
-//! adds coverage into the committed, minimized corpus (`fuzz/corpus/parse`).
+//! - `parse`: raw bytes. It works on a scratch corpus (`fuzz/corpus-tmp`, not
+//!   committed) and reads the committed, minimized one (`fuzz/corpus/parse`)
+//!   and the named seeds and regressions (`fuzz/regressions/parse`);
+//!   `--update-corpus` merges what it found that adds coverage into
+//!   `fuzz/corpus/parse`.
+//! - `frames`: frames built from a grammar of the shapes the parser handles,
+//!   then cut and corrupted (its inputs are not frames: its corpus is not
+//!   kept).
+//!
 //! A disagreement fails the run and leaves the frame in `fuzz/artifacts/`:
 //! fix the parser (or, if the difference is deliberate, say why in
 //! `oracle::DELIBERATELY_HELD`), then rebuild the frame as a named
@@ -22,7 +27,7 @@ use crate::{
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// How long to fuzz.
+    /// How long to fuzz (half on each target).
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
     /// Merge the new inputs that add coverage into fuzz/corpus/parse.
@@ -33,26 +38,29 @@ pub struct Args {
 /// Runs the fuzzer for `args.seconds`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let dir = ctx.root.join("ebpf/common/fuzz");
-    let scratch = dir.join("corpus-tmp/parse");
+    let scratch = dir.join("corpus-tmp");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
             .with_context(|| format!("removing {}", scratch.display()))?;
     }
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let mut cmd = fuzz_command(ctx, &dir);
-    cmd.args([
-        "run",
-        "parse",
-        "corpus-tmp/parse",
-        "corpus/parse",
-        "regressions/parse",
-        "--",
-    ])
-    .arg(format!("-max_total_time={}", args.seconds))
-    .arg("-print_final_stats=1");
-    run_visible(&mut cmd).context(
-        "the fuzzer found a disagreement (the frame is in ebpf/common/fuzz/artifacts/parse)",
-    )?;
+    let seconds = (args.seconds / 2).max(1);
+    for (target, inputs) in [
+        ("parse", &["corpus/parse", "regressions/parse"][..]),
+        ("frames", &[][..]),
+    ] {
+        let scratch = format!("corpus-tmp/{target}");
+        std::fs::create_dir_all(dir.join(&scratch))
+            .with_context(|| format!("creating {scratch}"))?;
+        let mut cmd = fuzz_command(ctx, &dir);
+        cmd.args(["run", target, &scratch])
+            .args(inputs)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1");
+        run_visible(&mut cmd).with_context(|| {
+            format!("the fuzzer found a disagreement (the input is in ebpf/common/fuzz/artifacts/{target})")
+        })?;
+    }
     if args.update_corpus {
         let mut merge = fuzz_command(ctx, &dir);
         merge.args([
