@@ -123,6 +123,10 @@ struct Target {
     entry: IfaceEntry,
     hook: Hook,
     record: EnforcedInterface,
+    /// Native XDP on a veth with `reset` or `icmp`: the veth driver does not
+    /// deliver the replies (XDP_TX) to its peer; the segments are only
+    /// dropped. Warned about when the program is attached.
+    replies_lost: bool,
 }
 
 /// What one reconcile did.
@@ -696,6 +700,12 @@ impl Agent {
                             verdict = %target.record.verdict,
                             "enforcing"
                         );
+                        if target.replies_lost {
+                            warn!(
+                                interface = %target.dev.name,
+                                "native XDP on a veth cannot send the reset/icmp replies back to the VM (the veth driver drops XDP_TX frames to its peer): held-back segments are dropped without a reply; use hook tc or xdp-generic for replies"
+                            );
+                        }
                         hook
                     }
                     Err(e) => {
@@ -833,6 +843,9 @@ fn target(desired: &Desired, dev: &NetDev) -> Option<Target> {
             flags: 0,
         },
         hook,
+        replies_lost: hook == Hook::Xdp
+            && dev.kind == DevKind::Veth
+            && desired.enforcement.action != policy::Action::Drop,
         record: EnforcedInterface {
             name: dev.name.clone(),
             hook: hook.to_string(),

@@ -1,6 +1,15 @@
 //! The loaded kernel programs, run with BPF_PROG_TEST_RUN on crafted frames,
 //! with the ingress ifindex given in the context so that per-VM verdicts are
-//! exercised. Every case runs through both programs (XDP and TC).
+//! exercised. Every case runs through both programs (XDP and TC), on three
+//! interfaces: an exempt VM's (everything passes, unparsed), a blocked VM's,
+//! and an enforced interface with no entry (treated as blocked).
+//!
+//! - [`corpus`]: crafted packets, each with its exact verdict and the reason
+//!   it is counted under; fragment cases are sequences, run in order.
+//! - the `reset` and `icmp` actions: every field and checksum of each reply,
+//!   read back with etherparse (an independent parser), and the per-VM reply
+//!   rate limit;
+//! - audit mode, and verdict changes taking effect on the next packet.
 //!
 //! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for a network namespace).
 
@@ -9,31 +18,55 @@ use std::collections::BTreeSet;
 use aya::{TestRun as _, TestRunOptions};
 use egress_guard::datapath::{Capacities, Datapath, KernelState};
 use egress_guard_common::{
-    craft::{Frame, addr::*},
+    craft::{Frame, HOST_MAC, VM_MAC, addr::*},
     maps::{
-        ACTION_DROP, Config, Counters, IfaceEntry, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW,
-        VERDICT_BLOCK, reason,
+        ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, Counters, IfaceEntry, MODE_AUDIT,
+        MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK, reason,
     },
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+use etherparse::{
+    Icmpv4Type, Icmpv6Type, LinkExtHeader, NetHeaders, PacketHeaders, TransportHeader,
+    icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
 };
 use thread_netns::ThreadNetns;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 /// TC_ACT_UNSPEC (-1): under tcx, "next program" (we pass, others decide).
 const TC_NEXT: u32 = u32::MAX;
 
 const EXEMPT_KEY: u64 = 0xE;
 const BLOCKED_KEY: u64 = 0xB;
+/// Interfaces with no entry are counted under key 0.
+const UNLISTED_KEY: u64 = 0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Pass,
     Drop,
+    /// Answered: the frame, rewritten into a reply, goes back to the VM.
+    Reply,
 }
 
-/// A namespace with three interfaces besides lo: one of an exempt VM, one
-/// of a blocked VM, one enforced but with no map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    Xdp,
+    Tc,
+}
+
+/// What a run returned, and the frame as the program left it.
+struct Outcome {
+    verdict: Verdict,
+    frame: Vec<u8>,
+}
+
+/// A namespace with three interfaces besides lo (an exempt VM's, a blocked
+/// VM's, one enforced but with no map entry) and the programs loaded with
+/// the given global settings.
 struct Bench {
     netns: ThreadNetns,
     datapath: Datapath,
@@ -43,17 +76,15 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(mode: u32) -> Self {
+    fn new(config: Config) -> Self {
         let netns = ThreadNetns::new("testrun");
-        netns.run(&[
-            "ip", "link", "add", "exempt0", "type", "veth", "peer", "exempt1",
-        ]);
-        netns.run(&[
-            "ip", "link", "add", "blocked0", "type", "veth", "peer", "blocked1",
-        ]);
-        netns.run(&[
-            "ip", "link", "add", "other0", "type", "veth", "peer", "other1",
-        ]);
+        for (a, b) in [
+            ("exempt0", "exempt1"),
+            ("blocked0", "blocked1"),
+            ("other0", "other1"),
+        ] {
+            netns.run(&["ip", "link", "add", a, "type", "veth", "peer", b]);
+        }
         let exempt = netns.ifindex("exempt0");
         let blocked = netns.ifindex("blocked0");
         let unlisted = netns.ifindex("other0");
@@ -61,12 +92,7 @@ impl Bench {
         let mut datapath =
             Datapath::load_unpinned(Capacities::default()).expect("loading the programs");
         let mut desired = KernelState {
-            config: Config {
-                mode,
-                action: ACTION_DROP,
-                generation: 1,
-                ..Config::default()
-            },
+            config,
             ports: BTreeSet::from([25, 465]),
             ..KernelState::default()
         };
@@ -74,22 +100,19 @@ impl Bench {
             "198.51.100.25/32".parse().unwrap(),
             "2001:db8:100::25/128".parse().unwrap(),
         ]);
-        desired.ifaces.insert(
-            exempt,
-            IfaceEntry {
-                vm_key: EXEMPT_KEY,
-                verdict: VERDICT_ALLOW,
-                flags: 0,
-            },
-        );
-        desired.ifaces.insert(
-            blocked,
-            IfaceEntry {
-                vm_key: BLOCKED_KEY,
-                verdict: VERDICT_BLOCK,
-                flags: 0,
-            },
-        );
+        for (ifindex, vm_key, verdict) in [
+            (exempt, EXEMPT_KEY, VERDICT_ALLOW),
+            (blocked, BLOCKED_KEY, VERDICT_BLOCK),
+        ] {
+            desired.ifaces.insert(
+                ifindex,
+                IfaceEntry {
+                    vm_key,
+                    verdict,
+                    flags: 0,
+                },
+            );
+        }
         let actual = datapath.maps.read_state().expect("reading the maps");
         datapath
             .maps
@@ -104,53 +127,70 @@ impl Bench {
         }
     }
 
-    /// Runs `frame` as if received on `ifindex`, through XDP and through TC,
-    /// and checks both agree.
-    fn run(&mut self, ifindex: u32, frame: &[u8]) -> Verdict {
+    fn enforce(action: u32) -> Self {
+        Self::new(
+            Config {
+                mode: MODE_ENFORCE,
+                action,
+                generation: 1,
+                ..Config::default()
+            }
+            .with_reply_rate(1000, 1000),
+        )
+    }
+
+    /// Runs `frame` as if received on `ifindex`.
+    fn run(&mut self, hook: Hook, ifindex: u32, frame: &[u8]) -> Outcome {
         let _inside = self.netns.enter();
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-        let mut xdp_md = [0u8; 24];
-        xdp_md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        xdp_md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        let xdp = self
-            .datapath
-            .xdp()
-            .unwrap()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ctx_in: Some(&xdp_md),
-                ..TestRunOptions::default()
-            })
-            .expect("XDP test run")
-            .return_value;
-
-        // struct __sk_buff (192 bytes), ifindex at offset 40.
-        let mut skb = [0u8; 192];
-        skb[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        let tc = self
-            .datapath
-            .tc()
-            .unwrap()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ctx_in: Some(&skb),
-                ..TestRunOptions::default()
-            })
-            .expect("TC test run")
-            .return_value;
-
-        let xdp = match xdp {
-            XDP_PASS => Verdict::Pass,
-            XDP_DROP => Verdict::Drop,
-            other => panic!("XDP returned {other}"),
+        let mut out = vec![0u8; 4096];
+        let (ret, size) = match hook {
+            Hook::Xdp => {
+                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+                let mut xdp_md = [0u8; 24];
+                xdp_md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+                xdp_md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+                let r = self
+                    .datapath
+                    .xdp()
+                    .unwrap()
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        data_out: Some(&mut out),
+                        ctx_in: Some(&xdp_md),
+                        ..TestRunOptions::default()
+                    })
+                    .expect("XDP test run");
+                (r.return_value, r.data_size_out)
+            }
+            Hook::Tc => {
+                // struct __sk_buff (192 bytes), ifindex at offset 40.
+                let mut skb = [0u8; 192];
+                skb[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+                let r = self
+                    .datapath
+                    .tc()
+                    .unwrap()
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        data_out: Some(&mut out),
+                        ctx_in: Some(&skb),
+                        ..TestRunOptions::default()
+                    })
+                    .expect("TC test run");
+                (r.return_value, r.data_size_out)
+            }
         };
-        let tc = match tc {
-            TC_NEXT => Verdict::Pass,
-            TC_ACT_SHOT => Verdict::Drop,
-            other => panic!("TC returned {other}"),
+        let verdict = match (hook, ret) {
+            (Hook::Xdp, XDP_PASS) | (Hook::Tc, TC_NEXT) => Verdict::Pass,
+            (Hook::Xdp, XDP_DROP) | (Hook::Tc, TC_ACT_SHOT) => Verdict::Drop,
+            (Hook::Xdp, XDP_TX) | (Hook::Tc, TC_ACT_REDIRECT) => Verdict::Reply,
+            (hook, other) => panic!("{hook:?} returned {other}"),
         };
-        assert_eq!(xdp, tc, "XDP and TC disagree");
-        xdp
+        out.truncate(size as usize);
+        Outcome {
+            verdict,
+            frame: out,
+        }
     }
 
     fn counters(&self, key: u64) -> Counters {
@@ -161,273 +201,610 @@ impl Bench {
             .remove(&key)
             .unwrap_or_default()
     }
+
+    /// Forgets every fragmented datagram (between runs of a sequence through
+    /// one hook and through the other).
+    fn forget_fragments(&mut self) {
+        let keys: Vec<_> = self
+            .datapath
+            .maps
+            .frags
+            .keys()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for key in keys {
+            self.datapath.maps.frags.remove(&key).unwrap();
+        }
+    }
 }
 
-/// One crafted frame and what both programs must do with it on each interface.
+/// One packet of a case, what the programs must do with it on a blocked
+/// interface, and the reason it is counted under.
+struct Step {
+    frame: Vec<u8>,
+    verdict: Verdict,
+    counted: Option<usize>,
+}
+
+/// A packet, or a sequence of fragments run in order.
 struct Case {
     name: &'static str,
-    frame: Vec<u8>,
-    blocked: Verdict,
-    /// The counter reason a held-back frame is counted under.
-    reason: Option<usize>,
+    steps: Vec<Step>,
 }
 
-fn case(name: &'static str, frame: Vec<u8>, blocked: Verdict, reason: Option<usize>) -> Case {
+const HELD: Option<usize> = Some(reason::POLICY);
+const MALFORMED: Option<usize> = Some(reason::MALFORMED);
+const ORPHAN: Option<usize> = Some(reason::ORPHAN_FRAGMENT);
+
+fn pass(frame: Vec<u8>) -> Step {
+    Step {
+        frame,
+        verdict: Verdict::Pass,
+        counted: None,
+    }
+}
+
+fn drop(frame: Vec<u8>, why: Option<usize>) -> Step {
+    Step {
+        frame,
+        verdict: Verdict::Drop,
+        counted: why,
+    }
+}
+
+fn one(name: &'static str, step: Step) -> Case {
     Case {
         name,
-        frame,
-        blocked,
-        reason,
+        steps: vec![step],
     }
+}
+
+fn seq(name: &'static str, steps: Vec<Step>) -> Case {
+    Case { name, steps }
+}
+
+/// Sets the IPv4 total length (at its usual offset in an untagged frame).
+fn with_total_len(mut f: Vec<u8>, len: u16) -> Vec<u8> {
+    f[16..18].copy_from_slice(&len.to_be_bytes());
+    f
+}
+
+/// A later fragment: `offset` in 8-byte units, `len` bytes of payload.
+fn later4(id: u32, dport: u16, offset: u16, more: bool) -> Vec<u8> {
+    Frame::tcp4(VM4, INTERNET4, 40000, dport)
+        .fragment(id, offset, more)
+        .payload(&[0x5a; 32])
+        .build()
+}
+
+fn later6(id: u32, offset: u16, more: bool) -> Vec<u8> {
+    Frame::tcp6(VM6, INTERNET6, 40000, 25)
+        .fragment(id, offset, more)
+        .payload(&[0x5a; 32])
+        .build()
+}
+
+/// A first fragment carrying a whole TCP header and 16 bytes of data.
+fn first4(id: u32, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    Frame::tcp4(VM4, dst, 40000, dport)
+        .fragment(id, 0, true)
+        .payload(&[0x5a; 16])
+        .build()
+}
+
+fn first6(id: u32, dport: u16) -> Vec<u8> {
+    Frame::tcp6(VM6, INTERNET6, 40000, dport)
+        .fragment(id, 0, true)
+        .payload(&[0x5a; 16])
+        .build()
+}
+
+fn vlans(mut f: Frame, n: usize) -> Frame {
+    for i in 0..n {
+        f = if i % 2 == 0 {
+            f.dot1ad(100 + i as u16)
+        } else {
+            f.dot1q(200 + i as u16)
+        };
+    }
+    f
+}
+
+fn ext6(mut f: Frame, n: usize) -> Frame {
+    // Destination options, 8 bytes each (the walk treats every kind alike).
+    for _ in 0..n {
+        f = f.ipv6_ext(60, 8);
+    }
+    f
 }
 
 #[allow(clippy::too_many_lines, reason = "one table, one row a case")]
-fn cases() -> Vec<Case> {
-    use Verdict::{Drop, Pass};
-    let held = Some(reason::POLICY);
-    let malformed = Some(reason::MALFORMED);
-    let mut bad_ihl = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+fn corpus() -> Vec<Case> {
+    let tcp4 = |dport| Frame::tcp4(VM4, INTERNET4, 40000, dport);
+    let tcp6 = |dport| Frame::tcp6(VM6, INTERNET6, 40000, dport);
+
+    let mut bad_ihl = tcp4(25).build();
     bad_ihl[14] = 0x43;
-    let mut short_tcp = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+    let mut short_tcp = tcp4(25).build();
     short_tcp.truncate(34 + 2);
-    short_tcp[16..18].copy_from_slice(&22u16.to_be_bytes());
-    let mut deep = Frame::tcp4(VM4, INTERNET4, 40000, 25);
-    for vid in 0..=egress_guard_common::parse::MAX_VLAN_TAGS as u16 {
-        deep = deep.dot1q(vid);
-    }
+    let short_tcp = with_total_len(short_tcp, 22);
+    let mut lsrr_to_relay = Frame::tcp4(VM4, RELAY4, 40000, 25).ipv4_options(2).build();
+    lsrr_to_relay[34..41].copy_from_slice(&[0x83, 7, 4, 198, 51, 100, 10]);
+    let mut routed_to_relay = Frame::tcp6(VM6, RELAY6, 40000, 25).ipv6_ext(43, 24).build();
+    // Routing header: next, length, type 0... segments left 1.
+    routed_to_relay[54 + 3] = 1;
+    let mut cut_vlan = tcp4(25).dot1q(5).build();
+    cut_vlan.truncate(16);
+    let mut cut_ext = tcp6(25).ipv6_ext(0, 8).ipv6_ext(60, 16).build();
+    cut_ext.truncate(54 + 8 + 4);
+    let cut_ext = {
+        let mut f = cut_ext;
+        f[18..20].copy_from_slice(&12u16.to_be_bytes());
+        f
+    };
+    // A first fragment with only 8 bytes of the TCP header (RFC 1858).
+    let mut tiny_first = first4(21, INTERNET4, 443);
+    tiny_first.truncate(34 + 8);
+    let tiny_first = with_total_len(tiny_first, 28);
+    // An IPv6 first fragment whose chain goes on past its end (RFC 7112).
+    let mut chain_cut6 = Frame::tcp6(VM6, INTERNET6, 40000, 443)
+        .fragment(61, 0, true)
+        .ipv6_ext_after_fragment(60, 16)
+        .build();
+    chain_cut6.truncate(62 + 8);
+    chain_cut6[18..20].copy_from_slice(&16u16.to_be_bytes());
+    // Another VM's (the exempt one's) MAC and address, sent from here.
+    let forged = Frame::tcp4([10, 77, 1, 3], INTERNET4, 40000, 25)
+        .macs([0x02, 0, 0, 0, 0, 0x03], HOST_MAC)
+        .build();
+    let lldp = Frame::tcp4(VM4, INTERNET4, 40000, 25)
+        .ethertype(0x88cc)
+        .build();
+
     vec![
-        case(
-            "v4 SYN to 25",
-            Frame::tcp4(VM4, INTERNET4, 40000, 25).build(),
-            Drop,
-            held,
+        // --- held ports, whole segments -------------------------------
+        one("v4 SYN to 25", drop(tcp4(25).build(), HELD)),
+        one("v6 SYN to 25", drop(tcp6(25).build(), HELD)),
+        one(
+            "v4 SYN to 465 (a second held port)",
+            drop(tcp4(465).build(), HELD),
         ),
-        case(
-            "v6 SYN to 25",
-            Frame::tcp6(VM6, INTERNET6, 40000, 25).build(),
-            Drop,
-            held,
+        one(
+            "v4 ACK with data to 25 (not only SYNs)",
+            drop(tcp4(25).flags(TCP_ACK).payload(b"EHLO x\r\n").build(), HELD),
         ),
-        case(
-            "v4 SYN to 465 (held too)",
-            Frame::tcp4(VM4, INTERNET4, 40000, 465).build(),
-            Drop,
-            held,
+        one(
+            "v4 FIN to 25",
+            drop(tcp4(25).flags(TCP_FIN | TCP_ACK).build(), HELD),
         ),
-        case(
-            "v4 ACK to 25 (not only SYNs)",
-            Frame::tcp4(VM4, INTERNET4, 40000, 25)
-                .flags(0x10)
-                .payload(b"EHLO x\r\n")
-                .build(),
-            Drop,
-            held,
+        one("v4 RST to 25", drop(tcp4(25).flags(TCP_RST).build(), HELD)),
+        one(
+            "v4 SYN with data to 25 (TCP Fast Open)",
+            drop(tcp4(25).tcp_options(3).payload(&[b'x'; 64]).build(), HELD),
         ),
-        case(
-            "v4 SYN to 587",
-            Frame::tcp4(VM4, INTERNET4, 40000, 587).build(),
-            Pass,
-            None,
+        one(
+            "v6 ACK to 25",
+            drop(tcp6(25).flags(TCP_ACK).payload(b"DATA\r\n").build(), HELD),
         ),
-        case(
-            "v6 SYN to 443",
-            Frame::tcp6(VM6, INTERNET6, 40000, 443).build(),
-            Pass,
-            None,
+        one(
+            "v4 TCP data offset 3 to 25 (ports still tell)",
+            drop(
+                {
+                    let mut f = tcp4(25).build();
+                    f[46] = 3 << 4;
+                    f
+                },
+                HELD,
+            ),
         ),
-        case(
+        // --- what passes ----------------------------------------------
+        one("v4 SYN to 587", pass(tcp4(587).build())),
+        one("v6 SYN to 443", pass(tcp6(443).build())),
+        one(
+            "v4 SYN-ACK from port 25 (a reply)",
+            pass(
+                Frame::tcp4(VM4, INTERNET4, 25, 40000)
+                    .flags(TCP_SYN | TCP_ACK)
+                    .build(),
+            ),
+        ),
+        one(
+            "v6 ACK from port 25 (a reply)",
+            pass(
+                Frame::tcp6(VM6, INTERNET6, 25, 40000)
+                    .flags(TCP_ACK)
+                    .build(),
+            ),
+        ),
+        one(
             "v4 UDP to 25",
-            Frame::udp4(VM4, INTERNET4, 40000, 25).build(),
-            Pass,
-            None,
+            pass(Frame::udp4(VM4, INTERNET4, 40000, 25).build()),
         ),
-        case(
+        one(
             "v6 UDP to 25",
-            Frame::udp6(VM6, INTERNET6, 40000, 25).build(),
-            Pass,
-            None,
+            pass(Frame::udp6(VM6, INTERNET6, 40000, 25).build()),
         ),
-        case("ARP", Frame::arp(), Pass, None),
-        case(
-            "v4 reply from port 25",
-            Frame::tcp4(VM4, INTERNET4, 25, 40000).flags(0x12).build(),
-            Pass,
-            None,
+        one("ARP", pass(Frame::arp())),
+        one("LLDP (not IP)", pass(lldp)),
+        one(
+            "v4 ICMP",
+            pass(tcp4(25).raw_proto(1).payload(&[8, 0, 0, 0]).build()),
         ),
-        case(
+        one("v6 no next header", pass(tcp6(25).raw_proto(59).build())),
+        one(
+            "v4 shorter than its frame: padding is not a header",
+            pass(with_total_len(tcp4(587).payload(&[0; 12]).build(), 40)),
+        ),
+        // --- allowed destinations ---------------------------------------
+        one(
             "v4 SYN to 25 at the relay",
-            Frame::tcp4(VM4, RELAY4, 40000, 25).build(),
-            Pass,
-            None,
+            pass(Frame::tcp4(VM4, RELAY4, 40000, 25).build()),
         ),
-        case(
+        one(
             "v6 SYN to 25 at the relay",
-            Frame::tcp6(VM6, RELAY6, 40000, 25).build(),
-            Pass,
-            None,
+            pass(Frame::tcp6(VM6, RELAY6, 40000, 25).build()),
         ),
-        case(
-            "forged source: the relay's address as source",
-            Frame::tcp4(RELAY4, INTERNET4, 40000, 25).build(),
-            Drop,
-            held,
+        one(
+            "v4 SYN to the relay, source-routed on to the internet",
+            drop(lsrr_to_relay, HELD),
         ),
-        case(
-            "802.1Q tagged SYN to 25",
-            Frame::tcp4(VM4, INTERNET4, 40000, 25).dot1q(10).build(),
-            Drop,
-            held,
+        one(
+            "v6 SYN to the relay with a routing header left to follow",
+            drop(routed_to_relay, HELD),
         ),
-        case(
-            "QinQ tagged v6 SYN to 25",
-            Frame::tcp6(VM6, INTERNET6, 40000, 25)
-                .dot1ad(10)
-                .dot1q(20)
-                .build(),
-            Drop,
-            held,
+        // --- identity is the interface --------------------------------
+        one(
+            "forged source: the relay's address",
+            drop(Frame::tcp4(RELAY4, INTERNET4, 40000, 25).build(), HELD),
         ),
-        case(
-            "QinQ tagged SYN to 587",
-            Frame::tcp4(VM4, INTERNET4, 40000, 587)
-                .dot1ad(10)
-                .dot1q(20)
-                .build(),
-            Pass,
-            None,
+        one(
+            "forged source: another VM's MAC and address",
+            drop(forged, HELD),
         ),
-        case("VLAN stack too deep", deep.build(), Drop, malformed),
-        case(
-            "IPv4 options (IHL 15) SYN to 25",
-            Frame::tcp4(VM4, INTERNET4, 40000, 25)
-                .ipv4_options(10)
-                .build(),
-            Drop,
-            held,
+        one(
+            "to a broadcast MAC",
+            drop(tcp4(25).macs(VM_MAC, [0xff; 6]).build(), HELD),
         ),
-        case(
-            "IPv4 options (IHL 15) SYN to 587",
-            Frame::tcp4(VM4, INTERNET4, 40000, 587)
-                .ipv4_options(10)
-                .build(),
-            Pass,
-            None,
+        // --- VLAN tags --------------------------------------------------
+        one("802.1Q SYN to 25", drop(tcp4(25).dot1q(10).build(), HELD)),
+        one(
+            "QinQ (802.1ad, 802.1Q) v6 SYN to 25",
+            drop(tcp6(25).dot1ad(10).dot1q(20).build(), HELD),
         ),
-        case("IPv4 IHL 3", bad_ihl, Drop, malformed),
-        case("TCP cut before the ports", short_tcp, Drop, malformed),
-        case(
-            "v6 hop-by-hop + routing + dest-opts, SYN to 25",
-            Frame::tcp6(VM6, INTERNET6, 40000, 25)
-                .ipv6_ext(0, 8)
-                .ipv6_ext(43, 24)
-                .ipv6_ext(60, 16)
-                .build(),
-            Drop,
-            held,
+        one(
+            "0x9100 outer tag SYN to 25",
+            drop(tcp4(25).vlan(0x9100, 7).dot1q(8).build(), HELD),
         ),
-        case(
+        one(
+            "QinQ SYN to 587",
+            pass(tcp4(587).dot1ad(10).dot1q(20).build()),
+        ),
+        // Eight tags and eight extension headers are walked (README, "What
+        // is held back"); one more is held back whatever follows.
+        one(
+            "the deepest VLAN stack walked, SYN to 25",
+            drop(vlans(tcp4(25), 8).build(), HELD),
+        ),
+        one(
+            "the deepest VLAN stack walked, v6 SYN to 443",
+            pass(vlans(tcp6(443), 8).build()),
+        ),
+        one(
+            "a VLAN stack too deep, even to 587",
+            drop(vlans(tcp4(587), 9).build(), MALFORMED),
+        ),
+        one("a frame cut inside a VLAN tag", drop(cut_vlan, MALFORMED)),
+        // --- IPv4 headers -----------------------------------------------
+        one(
+            "IPv4 options (IHL 15), SYN to 25",
+            drop(tcp4(25).ipv4_options(10).build(), HELD),
+        ),
+        one(
+            "IPv4 options (IHL 15), SYN to 587",
+            pass(tcp4(587).ipv4_options(10).build()),
+        ),
+        one("IPv4 IHL 3", drop(bad_ihl, MALFORMED)),
+        one(
+            "IPv4 total length beyond the frame",
+            drop(with_total_len(tcp4(587).build(), 1400), MALFORMED),
+        ),
+        one(
+            "IPv4 total length shorter than IHL",
+            drop(with_total_len(tcp4(587).build(), 12), MALFORMED),
+        ),
+        one("IPv4 cut before the TCP ports", drop(short_tcp, MALFORMED)),
+        one(
+            "IPv4 authentication header, then TCP to 25",
+            drop(tcp4(25).ipv4_auth(6).build(), HELD),
+        ),
+        one(
+            "IPv4 authentication header, then TCP to 587",
+            pass(tcp4(587).ipv4_auth(6).build()),
+        ),
+        // --- IPv6 extension headers ---------------------------------------
+        one(
+            "v6 hop-by-hop, routing, destination options, SYN to 25",
+            drop(
+                tcp6(25)
+                    .ipv6_ext(0, 8)
+                    .ipv6_ext(43, 24)
+                    .ipv6_ext(60, 16)
+                    .build(),
+                HELD,
+            ),
+        ),
+        one(
             "v6 extension headers, SYN to 443",
-            Frame::tcp6(VM6, INTERNET6, 40000, 443)
-                .ipv6_ext(0, 8)
-                .ipv6_ext(60, 8)
-                .build(),
-            Pass,
-            None,
+            pass(tcp6(443).ipv6_ext(0, 8).ipv6_ext(60, 8).build()),
         ),
-        case(
-            "v4 first fragment of a SYN to 25",
-            Frame::tcp4(VM4, INTERNET4, 40000, 25)
-                .fragment(9, 0, true)
-                .build(),
-            Drop,
-            held,
+        one(
+            "the longest IPv6 chain walked, SYN to 25",
+            drop(ext6(tcp6(25), 8).build(), HELD),
         ),
-        case(
-            "v4 later TCP fragment",
-            Frame::tcp4(VM4, INTERNET4, 40000, 25)
-                .fragment(9, 4, false)
-                .payload(&[0; 24])
-                .build(),
-            Drop,
-            Some(reason::ORPHAN_FRAGMENT),
+        one(
+            "the longest IPv6 chain walked, SYN to 443",
+            pass(ext6(tcp6(443), 8).build()),
         ),
-        case(
-            "v4 later UDP fragment",
-            Frame::udp4(VM4, INTERNET4, 40000, 53)
-                .fragment(9, 4, false)
-                .payload(&[0; 24])
-                .build(),
-            Pass,
-            None,
+        one(
+            "an IPv6 chain too long, even to 443",
+            drop(ext6(tcp6(443), 9).build(), MALFORMED),
+        ),
+        one("an IPv6 chain cut short", drop(cut_ext, MALFORMED)),
+        one(
+            "v6 authentication header, then TCP to 25",
+            drop(tcp6(25).ipv6_ext(51, 16).build(), HELD),
+        ),
+        one(
+            "v6 two fragment headers",
+            drop(
+                tcp6(443)
+                    .fragment(5, 0, true)
+                    .ipv6_ext_after_fragment(44, 8)
+                    .build(),
+                MALFORMED,
+            ),
+        ),
+        one(
+            "v6 atomic fragment (offset 0, no more) to 25",
+            drop(tcp6(25).fragment(7, 0, false).build(), HELD),
+        ),
+        one(
+            "v6 atomic fragment to 443",
+            pass(tcp6(443).fragment(8, 0, false).build()),
+        ),
+        // --- fragments ------------------------------------------------------
+        seq(
+            "v4 SYN to 25 in fragments: the first decides, the rest follow",
+            vec![
+                drop(first4(11, INTERNET4, 25), HELD),
+                drop(later4(11, 25, 4, true), HELD),
+                drop(later4(11, 25, 8, false), HELD),
+            ],
+        ),
+        seq(
+            "v4 fragments to 443 flow",
+            vec![
+                pass(first4(12, INTERNET4, 443)),
+                pass(later4(12, 443, 4, true)),
+                pass(later4(12, 443, 8, false)),
+            ],
+        ),
+        seq(
+            "v4 later fragment whose first is unknown",
+            vec![drop(later4(13, 25, 4, false), ORPHAN)],
+        ),
+        seq(
+            "v4 fragments out of order: a later one first holds the datagram",
+            vec![
+                drop(later4(14, 443, 4, false), ORPHAN),
+                drop(first4(14, INTERNET4, 443), ORPHAN),
+            ],
+        ),
+        seq(
+            "v4 first fragment too short for the TCP header, and its rest",
+            vec![
+                drop(tiny_first, MALFORMED),
+                drop(later4(21, 443, 1, false), MALFORMED),
+            ],
+        ),
+        seq(
+            "v4 later fragment overlapping a passing datagram's TCP header",
+            vec![
+                pass(first4(15, INTERNET4, 443)),
+                drop(later4(15, 443, 1, true), MALFORMED),
+                drop(later4(15, 443, 8, false), MALFORMED),
+            ],
+        ),
+        seq(
+            "v4 duplicate first fragment, to 25 this time",
+            vec![
+                pass(first4(16, INTERNET4, 443)),
+                drop(first4(16, INTERNET4, 25), HELD),
+                drop(later4(16, 443, 8, false), HELD),
+                drop(first4(16, INTERNET4, 443), HELD),
+            ],
+        ),
+        seq(
+            "v4 duplicated later fragment of a passing datagram",
+            vec![
+                pass(first4(17, INTERNET4, 443)),
+                pass(later4(17, 443, 8, false)),
+                pass(later4(17, 443, 8, false)),
+            ],
+        ),
+        seq(
+            "v4 fragments of a SYN to 25 at the relay",
+            vec![
+                pass(first4(18, RELAY4, 25)),
+                pass(
+                    Frame::tcp4(VM4, RELAY4, 40000, 25)
+                        .fragment(18, 4, false)
+                        .payload(&[0; 16])
+                        .build(),
+                ),
+            ],
+        ),
+        seq(
+            "v4 orphan fragment to the relay",
+            vec![pass(
+                Frame::tcp4(VM4, RELAY4, 40000, 25)
+                    .fragment(19, 4, false)
+                    .payload(&[0; 16])
+                    .build(),
+            )],
+        ),
+        seq(
+            "v4 later UDP fragment (IPv4 reassembles by protocol)",
+            vec![pass(
+                Frame::udp4(VM4, INTERNET4, 40000, 53)
+                    .fragment(20, 4, false)
+                    .payload(&[0; 24])
+                    .build(),
+            )],
+        ),
+        seq(
+            "v6 SYN to 25 in fragments",
+            vec![
+                drop(first6(31, 25), HELD),
+                drop(later6(31, 4, true), HELD),
+                drop(later6(31, 8, false), HELD),
+            ],
+        ),
+        seq(
+            "v6 fragments to 443 flow",
+            vec![pass(first6(32, 443)), pass(later6(32, 4, false))],
+        ),
+        seq(
+            "v6 UDP fragments flow (remembered as passing)",
+            vec![
+                pass(
+                    Frame::udp6(VM6, INTERNET6, 40000, 53)
+                        .fragment(33, 0, true)
+                        .payload(&[0; 24])
+                        .build(),
+                ),
+                pass(later6(33, 4, false)),
+            ],
+        ),
+        seq(
+            "v6 later fragment whose first is unknown",
+            vec![drop(later6(34, 4, false), ORPHAN)],
+        ),
+        seq(
+            "v6 first fragment without the whole header chain (RFC 7112)",
+            vec![
+                drop(chain_cut6, MALFORMED),
+                drop(later6(61, 2, false), MALFORMED),
+            ],
+        ),
+        seq(
+            "v6 fragments behind extension headers, to 25",
+            vec![drop(
+                tcp6(25)
+                    .ipv6_ext(0, 8)
+                    .fragment(35, 0, true)
+                    .ipv6_ext_after_fragment(60, 8)
+                    .payload(&[0; 16])
+                    .build(),
+                HELD,
+            )],
         ),
     ]
 }
 
 #[test]
-fn each_frame_gets_its_verdict_on_each_interface() {
-    let mut bench = Bench::new(MODE_ENFORCE);
+fn the_corpus_gets_its_exact_verdicts_on_each_interface_and_hook() {
+    let mut bench = Bench::enforce(ACTION_DROP);
     let (exempt, blocked, unlisted) = (bench.exempt, bench.blocked, bench.unlisted);
-    let mut expected_blocked = Counters::default();
-    for case in cases() {
-        // The exempt VM's traffic all passes, whatever it is.
-        assert_eq!(
-            bench.run(exempt, &case.frame),
-            Verdict::Pass,
-            "exempt: {}",
-            case.name
-        );
-        assert_eq!(
-            bench.run(blocked, &case.frame),
-            case.blocked,
-            "blocked: {}",
-            case.name
-        );
-        // An enforced interface without an entry is treated as blocked.
-        assert_eq!(
-            bench.run(unlisted, &case.frame),
-            case.blocked,
-            "unlisted: {}",
-            case.name
-        );
-        if let Some(why) = case.reason {
-            assert_eq!(case.blocked, Verdict::Drop, "{}", case.name);
-            // Both programs ran it once each.
-            expected_blocked.packets[why] += 2;
-            expected_blocked.bytes[why] += 2 * case.frame.len() as u64;
+    let corpus = corpus();
+    let packets: usize = corpus.iter().map(|c| c.steps.len()).sum();
+    assert!(packets >= 45, "the corpus has {packets} packets");
+    let mut expected = Counters::default();
+    for case in &corpus {
+        for hook in [Hook::Xdp, Hook::Tc] {
+            bench.forget_fragments();
+            for (i, step) in case.steps.iter().enumerate() {
+                let what = format!("{} (packet {}, {hook:?})", case.name, i + 1);
+                // The exempt VM's traffic passes unparsed, whatever it is.
+                assert_eq!(
+                    bench.run(hook, exempt, &step.frame).verdict,
+                    Verdict::Pass,
+                    "exempt: {what}"
+                );
+                for ifindex in [blocked, unlisted] {
+                    let out = bench.run(hook, ifindex, &step.frame);
+                    assert_eq!(out.verdict, step.verdict, "{ifindex}: {what}");
+                    if out.verdict == Verdict::Pass {
+                        assert_eq!(
+                            out.frame, step.frame,
+                            "a passing frame is untouched: {what}"
+                        );
+                    }
+                }
+                if let Some(why) = step.counted {
+                    assert_eq!(step.verdict, Verdict::Drop, "{what}");
+                    expected.packets[why] += 1;
+                    expected.bytes[why] += step.frame.len() as u64;
+                }
+                assert_eq!(
+                    bench.counters(BLOCKED_KEY),
+                    expected,
+                    "counters after {what}"
+                );
+                assert_eq!(
+                    bench.counters(UNLISTED_KEY),
+                    expected,
+                    "counters after {what}"
+                );
+            }
         }
-        assert_eq!(
-            bench.counters(BLOCKED_KEY),
-            expected_blocked,
-            "counters after {}",
-            case.name
-        );
     }
     assert_eq!(
         bench.counters(EXEMPT_KEY),
         Counters::default(),
         "an exempt VM is never counted"
     );
-    // Unlisted interfaces are counted under key 0.
-    assert_eq!(bench.counters(0), expected_blocked);
 }
 
 #[test]
-fn audit_mode_counts_and_holds_nothing_back() {
-    let mut bench = Bench::new(MODE_AUDIT);
+fn audit_mode_counts_what_would_be_held_and_holds_nothing_back() {
+    let mut bench = Bench::new(Config {
+        mode: MODE_AUDIT,
+        action: ACTION_RESET,
+        generation: 1,
+        ..Config::default()
+    });
     let blocked = bench.blocked;
     let syn = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
-    assert_eq!(bench.run(blocked, &syn), Verdict::Pass);
+    let orphan = later4(40, 25, 4, false);
+    let mut bad_ihl = syn.clone();
+    bad_ihl[14] = 0x43;
+    for hook in [Hook::Xdp, Hook::Tc] {
+        bench.forget_fragments();
+        for frame in [&syn, &orphan, &bad_ihl] {
+            let out = bench.run(hook, blocked, frame);
+            assert_eq!(out.verdict, Verdict::Pass, "{hook:?}");
+            assert_eq!(&out.frame, frame, "{hook:?}: audit changes nothing");
+        }
+    }
     let counters = bench.counters(BLOCKED_KEY);
-    assert_eq!(counters.packets[reason::AUDIT], 2);
-    assert_eq!(counters.packets[reason::POLICY], 0);
+    assert_eq!(counters.packets[reason::AUDIT], 6);
+    for why in [
+        reason::POLICY,
+        reason::MALFORMED,
+        reason::ORPHAN_FRAGMENT,
+        reason::RESET_SENT,
+    ] {
+        assert_eq!(counters.packets[why], 0, "{}", reason::NAMES[why]);
+    }
 }
 
 #[test]
 fn a_verdict_change_takes_effect_on_the_next_packet() {
-    let mut bench = Bench::new(MODE_ENFORCE);
+    let mut bench = Bench::enforce(ACTION_DROP);
     let blocked = bench.blocked;
     let syn = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
-    assert_eq!(bench.run(blocked, &syn), Verdict::Drop);
+    assert_eq!(bench.run(Hook::Xdp, blocked, &syn).verdict, Verdict::Drop);
     bench
         .datapath
         .maps
@@ -440,7 +817,7 @@ fn a_verdict_change_takes_effect_on_the_next_packet() {
             },
         )
         .unwrap();
-    assert_eq!(bench.run(blocked, &syn), Verdict::Pass);
+    assert_eq!(bench.run(Hook::Xdp, blocked, &syn).verdict, Verdict::Pass);
 
     // Ports and allowed destinations follow the maps too.
     let mut state = bench.datapath.maps.read_state().unwrap();
@@ -452,9 +829,369 @@ fn a_verdict_change_takes_effect_on_the_next_packet() {
     // One interface entry and three bitmap words (25, 465 and 2525 sit in
     // words 0, 7 and 39).
     assert_eq!(report.written, 4, "{report:?}");
-    assert_eq!(bench.run(blocked, &syn), Verdict::Pass);
+    assert_eq!(bench.run(Hook::Tc, blocked, &syn).verdict, Verdict::Pass);
     let syn_2525 = Frame::tcp4(VM4, INTERNET4, 40000, 2525).build();
-    assert_eq!(bench.run(blocked, &syn_2525), Verdict::Drop);
+    assert_eq!(
+        bench.run(Hook::Tc, blocked, &syn_2525).verdict,
+        Verdict::Drop
+    );
+}
+
+// --- replies ------------------------------------------------------------
+
+/// The reply, parsed by etherparse, with the checks every reply shares: it
+/// goes back to the sender (MACs swapped, VLAN tags kept), from the address
+/// the VM wrote to, with valid IP checksums.
+struct Reply<'a> {
+    headers: PacketHeaders<'a>,
+}
+
+impl<'a> Reply<'a> {
+    fn parse(reply: &'a [u8], request: &[u8], tags: &[u16]) -> Self {
+        let headers = PacketHeaders::from_ethernet_slice(reply).expect("the reply parses");
+        let eth = headers.link.clone().unwrap().ethernet2().unwrap();
+        assert_eq!(eth.destination, request[6..12], "to the sender's MAC");
+        assert_eq!(eth.source, request[0..6], "from the MAC it was sent to");
+        let vids: Vec<u16> = headers
+            .link_exts
+            .iter()
+            .map(|e| match e {
+                LinkExtHeader::Vlan(v) => v.vlan_id.value(),
+                LinkExtHeader::Macsec(_) => panic!("MACsec?"),
+            })
+            .collect();
+        assert_eq!(vids, tags, "the VLAN tags stay");
+        Self { headers }
+    }
+
+    fn ipv4(&self, request_src: [u8; 4], request_dst: [u8; 4], proto: u8, tos: u8) {
+        let Some(NetHeaders::Ipv4(ip, ext)) = &self.headers.net else {
+            panic!("not IPv4: {:?}", self.headers.net);
+        };
+        assert!(ext.is_empty());
+        assert_eq!(ip.source, request_dst, "from the address the VM wrote to");
+        assert_eq!(ip.destination, request_src, "to the VM");
+        assert_eq!(ip.protocol.0, proto);
+        assert_eq!(ip.time_to_live, 64);
+        assert_eq!(ip.dscp.value() << 2 | ip.ecn.value(), tos);
+        assert!(ip.options.is_empty());
+        assert!(!ip.more_fragments);
+        assert_eq!(ip.fragment_offset.value(), 0);
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "IPv4 header checksum"
+        );
+    }
+
+    fn ipv6(&self, request_src: [u8; 16], request_dst: [u8; 16], next: u8) {
+        let Some(NetHeaders::Ipv6(ip, ext)) = &self.headers.net else {
+            panic!("not IPv6: {:?}", self.headers.net);
+        };
+        assert!(ext.is_empty());
+        assert_eq!(ip.source, request_dst, "from the address the VM wrote to");
+        assert_eq!(ip.destination, request_src, "to the VM");
+        assert_eq!(ip.next_header.0, next);
+        assert_eq!(ip.hop_limit, 64);
+        assert_eq!(ip.traffic_class, 0);
+        assert_eq!(ip.flow_label.value(), 0);
+    }
+
+    fn payload(&self) -> &[u8] {
+        self.headers.payload.slice()
+    }
+
+    fn tcp(&self) -> &etherparse::TcpHeader {
+        match &self.headers.transport {
+            Some(TransportHeader::Tcp(t)) => t,
+            other => panic!("not TCP: {other:?}"),
+        }
+    }
+}
+
+/// Runs `syn` through both hooks on the blocked interface of a `reset` bench
+/// and checks the RST: ports swapped, `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`
+/// (RFC 9293 3.10.7.1), no data, a valid checksum.
+fn check_reset(bench: &mut Bench, syn: &Frame, seg_len: u32, v6: bool, tags: &[u16]) {
+    let request = syn.build();
+    for hook in [Hook::Xdp, Hook::Tc] {
+        let out = bench.run(hook, bench.blocked, &request);
+        assert_eq!(out.verdict, Verdict::Reply, "{hook:?}");
+        let reply = Reply::parse(&out.frame, &request, tags);
+        if v6 {
+            reply.ipv6(VM6, INTERNET6, 6);
+        } else {
+            reply.ipv4(VM4, INTERNET4, 6, 0);
+        }
+        let tcp = reply.tcp();
+        assert_eq!((tcp.source_port, tcp.destination_port), (25, 40000));
+        assert_eq!(tcp.sequence_number, 0);
+        assert_eq!(
+            tcp.acknowledgment_number,
+            egress_guard_common::craft::DEFAULT_SEQ.wrapping_add(seg_len)
+        );
+        assert!(tcp.rst && tcp.ack, "RST and ACK");
+        assert!(!tcp.syn && !tcp.fin && !tcp.psh && !tcp.urg);
+        assert_eq!(tcp.window_size, 0);
+        assert_eq!(tcp.urgent_pointer, 0);
+        assert!(tcp.options.is_empty());
+        assert!(reply.payload().is_empty(), "a RST carries no data");
+        let expected = match &reply.headers.net {
+            Some(NetHeaders::Ipv4(ip, _)) => tcp.calc_checksum_ipv4(ip, &[]).unwrap(),
+            Some(NetHeaders::Ipv6(ip, _)) => tcp.calc_checksum_ipv6(ip, &[]).unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(tcp.checksum, expected, "{hook:?}: TCP checksum");
+    }
+}
+
+#[test]
+fn reset_answers_a_syn_with_an_rst_that_acknowledges_it() {
+    let mut bench = Bench::enforce(ACTION_RESET);
+    check_reset(
+        &mut bench,
+        &Frame::tcp4(VM4, INTERNET4, 40000, 25),
+        1,
+        false,
+        &[],
+    );
+    check_reset(
+        &mut bench,
+        &Frame::tcp6(VM6, INTERNET6, 40000, 25),
+        1,
+        true,
+        &[],
+    );
+    // TCP Fast Open: the SYN's data counts (and its options do not).
+    check_reset(
+        &mut bench,
+        &Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .tcp_options(3)
+            .payload(&[b'x'; 100]),
+        101,
+        false,
+        &[],
+    );
+    check_reset(
+        &mut bench,
+        &Frame::tcp6(VM6, INTERNET6, 40000, 25).payload(&[b'y'; 33]),
+        34,
+        true,
+        &[],
+    );
+    // A SYN+FIN: both count.
+    check_reset(
+        &mut bench,
+        &Frame::tcp4(VM4, INTERNET4, 40000, 25).flags(TCP_SYN | TCP_FIN),
+        2,
+        false,
+        &[],
+    );
+    // Tagged: the reply keeps the tags.
+    check_reset(
+        &mut bench,
+        &Frame::tcp4(VM4, INTERNET4, 40000, 25).dot1ad(10).dot1q(20),
+        1,
+        false,
+        &[10, 20],
+    );
+    let sent = bench.counters(BLOCKED_KEY);
+    assert_eq!(sent.packets[reason::RESET_SENT], 12);
+    assert_eq!(sent.packets[reason::POLICY], 12, "each is held back too");
+}
+
+#[test]
+fn reset_drops_what_is_not_a_connection_request() {
+    let mut bench = Bench::enforce(ACTION_RESET);
+    let blocked = bench.blocked;
+    let not_syns = [
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .flags(TCP_ACK)
+            .payload(b"DATA")
+            .build(),
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .flags(TCP_RST)
+            .build(),
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .flags(TCP_SYN | TCP_ACK)
+            .build(),
+        // A SYN in a first fragment: its segment length is not known.
+        first4(50, INTERNET4, 25),
+        // IPv4 options: not rewritten into a reply.
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .ipv4_options(2)
+            .build(),
+        // A broadcast source MAC, a multicast source address.
+        Frame::tcp4(VM4, INTERNET4, 40000, 25)
+            .macs([0xff; 6], HOST_MAC)
+            .build(),
+        Frame::tcp4([224, 0, 0, 5], INTERNET4, 40000, 25).build(),
+    ];
+    for hook in [Hook::Xdp, Hook::Tc] {
+        bench.forget_fragments();
+        for frame in &not_syns {
+            assert_eq!(
+                bench.run(hook, blocked, frame).verdict,
+                Verdict::Drop,
+                "{hook:?}"
+            );
+        }
+    }
+    let c = bench.counters(BLOCKED_KEY);
+    assert_eq!(c.packets[reason::POLICY], 2 * not_syns.len() as u64);
+    assert_eq!(c.packets[reason::RESET_SENT], 0);
+}
+
+/// Runs `request` through both hooks on the blocked interface of an `icmp`
+/// bench and checks the ICMP error: type and code, the quote (the
+/// datagram from its IP header on, as much as fits), and the checksums.
+fn check_icmp(bench: &mut Bench, request: &[u8], l3: usize, v6: bool, tags: &[u16]) {
+    let datagram = &request[l3..];
+    let quote_max = if v6 { 1280 - 48 } else { 576 - 28 };
+    let quote = &datagram[..datagram.len().min(quote_max)];
+    for hook in [Hook::Xdp, Hook::Tc] {
+        let out = bench.run(hook, bench.blocked, request);
+        assert_eq!(out.verdict, Verdict::Reply, "{hook:?}");
+        let reply = Reply::parse(&out.frame, request, tags);
+        assert_eq!(reply.payload(), quote, "{hook:?}: the quote");
+        match &reply.headers.transport {
+            Some(TransportHeader::Icmpv4(icmp)) => {
+                assert!(!v6);
+                reply.ipv4(VM4, INTERNET4, 1, 0xc0);
+                assert_eq!(
+                    icmp.icmp_type,
+                    Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FilterProhibited),
+                    "type 3 code 13"
+                );
+                assert_eq!(icmp.to_bytes()[4..8], [0; 4], "unused");
+                assert_eq!(
+                    icmp.checksum,
+                    icmp.icmp_type.calc_checksum(reply.payload()),
+                    "{hook:?}: ICMP checksum"
+                );
+            }
+            Some(TransportHeader::Icmpv6(icmp)) => {
+                assert!(v6);
+                reply.ipv6(VM6, INTERNET6, 58);
+                assert_eq!(
+                    icmp.icmp_type,
+                    Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Prohibited),
+                    "type 1 code 1"
+                );
+                assert_eq!(icmp.to_bytes()[4..8], [0; 4], "unused");
+                let Some(NetHeaders::Ipv6(ip, _)) = &reply.headers.net else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    icmp.checksum,
+                    icmp.icmp_type
+                        .calc_checksum(ip.source, ip.destination, reply.payload())
+                        .unwrap(),
+                    "{hook:?}: ICMPv6 checksum"
+                );
+            }
+            other => panic!("{hook:?}: not ICMP: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn icmp_answers_with_administratively_prohibited_quoting_the_packet() {
+    let mut bench = Bench::enforce(ACTION_ICMP);
+    let syn4 = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+    check_icmp(&mut bench, &syn4, 14, false, &[]);
+    let syn6 = Frame::tcp6(VM6, INTERNET6, 40000, 25).build();
+    check_icmp(&mut bench, &syn6, 14, true, &[]);
+    // Any segment to a held port, with data of odd length.
+    let data4 = Frame::tcp4(VM4, INTERNET4, 40000, 25)
+        .flags(TCP_ACK)
+        .payload(&[b'z'; 333])
+        .build();
+    check_icmp(&mut bench, &data4, 14, false, &[]);
+    // Longer than a quote may be: cut at 576 (IPv4) / 1280 (IPv6) bytes.
+    let big4 = Frame::tcp4(VM4, INTERNET4, 40000, 25)
+        .flags(TCP_ACK)
+        .payload(&[b'b'; 1400])
+        .build();
+    check_icmp(&mut bench, &big4, 14, false, &[]);
+    let big6 = Frame::tcp6(VM6, INTERNET6, 40000, 25)
+        .flags(TCP_ACK)
+        .payload(&[b'b'; 1401])
+        .build();
+    check_icmp(&mut bench, &big6, 14, true, &[]);
+    // IPv4 options and IPv6 extension headers are quoted as they are.
+    let opts4 = Frame::tcp4(VM4, INTERNET4, 40000, 25)
+        .ipv4_options(3)
+        .build();
+    check_icmp(&mut bench, &opts4, 14, false, &[]);
+    let ext6 = Frame::tcp6(VM6, INTERNET6, 40000, 25)
+        .ipv6_ext(0, 8)
+        .ipv6_ext(60, 16)
+        .build();
+    check_icmp(&mut bench, &ext6, 14, true, &[]);
+    // Tagged.
+    let tagged = Frame::tcp6(VM6, INTERNET6, 40000, 25).dot1q(30).build();
+    check_icmp(&mut bench, &tagged, 18, true, &[30]);
+    let sent = bench.counters(BLOCKED_KEY);
+    assert_eq!(sent.packets[reason::ICMP_SENT], 16);
+    assert_eq!(sent.packets[reason::POLICY], 16);
+}
+
+#[test]
+fn replies_are_rate_limited_per_vm() {
+    // A burst of 3, then one every 1000 s: the 4th and later are dropped.
+    for action in [ACTION_RESET, ACTION_ICMP] {
+        let mut bench = Bench::new(
+            Config {
+                mode: MODE_ENFORCE,
+                action,
+                generation: 1,
+                ..Config::default()
+            }
+            .with_reply_rate(0, 3),
+        );
+        // Rate 0 sends no replies at all.
+        let syn = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
+        assert_eq!(
+            bench.run(Hook::Xdp, bench.blocked, &syn).verdict,
+            Verdict::Drop
+        );
+
+        let mut config = Config {
+            mode: MODE_ENFORCE,
+            action,
+            generation: 2,
+            ..Config::default()
+        }
+        .with_reply_rate(1, 3);
+        config.reply_interval_ns = 1_000_000_000_000;
+        bench.datapath.maps.config.set(0, config, 0).unwrap();
+        let mut verdicts = Vec::new();
+        for hook in [Hook::Xdp, Hook::Tc, Hook::Xdp, Hook::Tc, Hook::Xdp] {
+            verdicts.push(bench.run(hook, bench.blocked, &syn).verdict);
+        }
+        let (reply, drop) = (Verdict::Reply, Verdict::Drop);
+        assert_eq!(
+            verdicts,
+            [reply, reply, reply, drop, drop],
+            "action {action}"
+        );
+        // Another VM (the unlisted interface) has its own budget.
+        assert_eq!(
+            bench.run(Hook::Tc, bench.unlisted, &syn).verdict,
+            Verdict::Reply
+        );
+        let c = bench.counters(BLOCKED_KEY);
+        let sent = if action == ACTION_RESET {
+            reason::RESET_SENT
+        } else {
+            reason::ICMP_SENT
+        };
+        assert_eq!(c.packets[sent], 3);
+        // The two beyond the burst, and the one under rate 0.
+        assert_eq!(c.packets[reason::RATE_LIMITED], 3);
+        assert_eq!(c.packets[reason::POLICY], 6);
+    }
 }
 
 mod thread_netns {

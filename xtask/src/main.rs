@@ -6,6 +6,7 @@
 //!   test of the default workspace members (the end-to-end tests included).
 //! - `demo`: set-up, a release build, and the agent at work in network
 //!   namespaces, narrated.
+//! - `fuzz`: set-up, then the packet parser's fuzzer against etherparse.
 //! - `sweep`: removes what a crashed run of the tests or the demo left behind.
 //!
 //! It builds with plain stable Rust: it must run before the eBPF toolchain is
@@ -13,6 +14,7 @@
 
 mod ctx;
 mod demo;
+mod fuzz;
 mod setup;
 mod signals;
 mod test;
@@ -42,6 +44,8 @@ enum Command {
     Test(test::Args),
     /// Set-up, build the agent, and show it holding back mail in network namespaces.
     Demo(demo::Args),
+    /// Set-up, then fuzz the packet parser against etherparse (cargo fuzz).
+    Fuzz(fuzz::Args),
     /// Remove network namespaces, pins and temporary files a crashed run of ours left.
     Sweep,
 }
@@ -53,6 +57,9 @@ fn main() -> ExitCode {
         Command::Build { debug } => build(!debug),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Fuzz(args) => {
+            setup::run(&setup::Args::default()).and_then(|ctx| fuzz::run(&ctx, &args))
+        }
         Command::Sweep => sweep(),
     };
     match result {

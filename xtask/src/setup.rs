@@ -10,7 +10,8 @@
 //!   IO::Socket::INET6, for IPv6), aiosmtpd for python (Debian's
 //!   python3-aiosmtpd, else pip), and LLVM 22 when bpf-linker must be built;
 //! - bpf-linker 0.13: on PATH, else in `$CARGO_HOME/bin` (then that directory
-//!   goes on PATH for every later command), else `cargo install`ed there.
+//!   goes on PATH for every later command), else `cargo install`ed there;
+//! - cargo-fuzz 0.13, the same way.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,6 +28,9 @@ use crate::ctx::{Ctx, is_executable, is_root, uid};
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 /// The bpf-linker release that matches the nightly's LLVM (22).
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz, for the parser's fuzzer (`cargo xtask fuzz`, and the short
+/// run in `cargo xtask test`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Debian packages the tests and the demo use.
 const PACKAGES: &[&str] = &[
@@ -125,7 +129,50 @@ pub fn run(args: &Args) -> Result<Ctx> {
         }
         Linker::Missing => install_bpf_linker(args, &mut ctx)?,
     }
+    cargo_fuzz(args, &mut ctx)?;
     Ok(ctx)
+}
+
+/// cargo-fuzz: on PATH or in `$CARGO_HOME/bin`, else `cargo install`ed there.
+fn cargo_fuzz(args: &Args, ctx: &mut Ctx) -> Result<()> {
+    let item = format!("cargo-fuzz {CARGO_FUZZ_VERSION} (fuzzes the packet parser)");
+    let version_ok = |p: &Path| {
+        Command::new(p).arg("--version").output().is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(&format!(" {CARGO_FUZZ_VERSION}"))
+        })
+    };
+    let bin_dir = cargo_home().join("bin");
+    if let Some(p) = ctx.which("cargo-fuzz").filter(|p| version_ok(p)) {
+        line("found", &format!("{item} ({})", p.display()));
+        return Ok(());
+    }
+    if version_ok(&bin_dir.join("cargo-fuzz")) {
+        ctx.prepend_path(&bin_dir);
+        line("found", &format!("{item} (in {})", bin_dir.display()));
+        return Ok(());
+    }
+    let mut cmd = ctx.cargo();
+    cmd.args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+        "--root",
+    ])
+    .arg(cargo_home());
+    if args.dry_run {
+        line(
+            "missing",
+            &format!("{item}: would run `{}`", describe(&cmd)),
+        );
+        return Ok(());
+    }
+    loud(&mut cmd)?;
+    ctx.prepend_path(&bin_dir);
+    line("installed", &format!("{item} in {}", bin_dir.display()));
+    Ok(())
 }
 
 fn bpffs(args: &Args, root: bool) -> Result<()> {

@@ -29,6 +29,10 @@ pub struct Args {
     passthrough: Vec<String>,
 }
 
+/// The short fuzz run of every `cargo xtask test` (a long one is `cargo
+/// xtask fuzz --seconds N`).
+const FUZZ_SECONDS: u64 = 60;
+
 enum Outcome {
     Ok,
     Failed(String),
@@ -139,6 +143,17 @@ pub fn run(args: &Args) -> Result<()> {
     if built && let Some(bin) = &bin {
         step("tests", &mut || {
             run_tests(&ctx, bin, upgrade.as_deref(), args, &mut counts)
+        });
+    }
+    if args.filter.is_none() {
+        step("fuzz the parser (short run)", &mut || {
+            crate::fuzz::run(
+                &ctx,
+                &crate::fuzz::Args {
+                    seconds: FUZZ_SECONDS,
+                    update_corpus: false,
+                },
+            )
         });
     }
     if args.no_lint {

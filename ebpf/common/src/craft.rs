@@ -308,6 +308,100 @@ impl Frame {
         (proto, out)
     }
 
+    /// Appends the IPv4 header (and what follows it) to `f`.
+    fn ipv4_bytes(&self, f: &mut Vec<u8>, src: [u8; 4], dst: [u8; 4], later: bool) {
+        f.extend_from_slice(&self.ethertype.unwrap_or(ETH_P_IPV4).to_be_bytes());
+        let mut pseudo = Vec::from(&src[..]);
+        pseudo.extend_from_slice(&dst);
+        let (l4_proto, mut l4) = self.l4_bytes(&pseudo, later);
+        let mut proto = l4_proto;
+        if self.ipv4_auth_words > 0 && !later {
+            let mut ah = alloc::vec![0u8; self.ipv4_auth_words as usize * 4];
+            ah[0] = l4_proto;
+            ah[1] = self.ipv4_auth_words.saturating_sub(2);
+            ah[4..8].copy_from_slice(&0x100u32.to_be_bytes()); // SPI
+            ah.extend_from_slice(&l4);
+            l4 = ah;
+        }
+        if self.ipv4_auth_words > 0 {
+            proto = crate::parse::IPPROTO_AH;
+        }
+        let ihl = 5 + self.ipv4_option_words as usize;
+        let total = ihl * 4 + l4.len();
+        let (id, frag) = match self.fragment {
+            Some((id, offset, more)) => {
+                (id as u16, (offset & 0x1fff) | if more { 0x2000 } else { 0 })
+            }
+            None => (0x1234, 0x4000), // DF
+        };
+        let start = f.len();
+        f.push(0x40 | (ihl as u8 & 0x0f));
+        f.push(0);
+        f.extend_from_slice(&(total as u16).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&frag.to_be_bytes());
+        f.push(64);
+        f.push(proto);
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        for _ in 0..self.ipv4_option_words {
+            f.extend_from_slice(&[1, 1, 1, 1]); // NOP options
+        }
+        let sum = checksum(&f[start..start + ihl * 4]);
+        f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&l4);
+    }
+
+    /// Appends the IPv6 header, its extension headers and what follows to `f`.
+    fn ipv6_bytes(&self, f: &mut Vec<u8>, src: [u8; 16], dst: [u8; 16], later: bool) {
+        f.extend_from_slice(&self.ethertype.unwrap_or(ETH_P_IPV6).to_be_bytes());
+        let mut pseudo = Vec::from(&src[..]);
+        pseudo.extend_from_slice(&dst);
+        let (proto, l4) = self.l4_bytes(&pseudo, later);
+        let mut chain: Vec<(u8, usize)> = self.ipv6_ext.clone();
+        if self.fragment.is_some() {
+            chain.push((44, 8));
+        }
+        if !later {
+            chain.extend_from_slice(&self.ipv6_ext_after_fragment);
+        }
+        let mut ext = Vec::new();
+        for (i, &(kind, len)) in chain.iter().enumerate() {
+            let next = chain.get(i + 1).map_or(proto, |&(k, _)| k);
+            let mut h = alloc::vec![0u8; len.max(8)];
+            h[0] = next;
+            match kind {
+                44 => {
+                    if let Some((id, offset, more)) = self.fragment {
+                        let of = (offset << 3) | u16::from(more);
+                        h[2..4].copy_from_slice(&of.to_be_bytes());
+                        h[4..8].copy_from_slice(&id.to_be_bytes());
+                    }
+                }
+                51 => h[1] = (len / 4 - 2) as u8,
+                _ => {
+                    h[1] = (len / 8 - 1) as u8;
+                    // PadN filling the rest of an options header.
+                    if matches!(kind, 0 | 60) && len > 2 {
+                        h[2] = 1;
+                        h[3] = (len - 4) as u8;
+                    }
+                }
+            }
+            ext.extend_from_slice(&h);
+        }
+        let first = chain.first().map_or(proto, |&(k, _)| k);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+        f.push(first);
+        f.push(64);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&ext);
+        f.extend_from_slice(&l4);
+    }
+
     /// The frame's bytes.
     #[allow(
         clippy::too_many_lines,
@@ -323,96 +417,8 @@ impl Frame {
         }
         let later = self.fragment.is_some_and(|(_, offset, _)| offset != 0);
         match self.ip {
-            Ip::V4 { src, dst } => {
-                f.extend_from_slice(&self.ethertype.unwrap_or(ETH_P_IPV4).to_be_bytes());
-                let mut pseudo = Vec::from(&src[..]);
-                pseudo.extend_from_slice(&dst);
-                let (l4_proto, mut l4) = self.l4_bytes(&pseudo, later);
-                let mut proto = l4_proto;
-                if self.ipv4_auth_words > 0 && !later {
-                    let mut ah = alloc::vec![0u8; self.ipv4_auth_words as usize * 4];
-                    ah[0] = l4_proto;
-                    ah[1] = self.ipv4_auth_words.saturating_sub(2);
-                    ah[4..8].copy_from_slice(&0x100u32.to_be_bytes()); // SPI
-                    ah.extend_from_slice(&l4);
-                    l4 = ah;
-                }
-                if self.ipv4_auth_words > 0 {
-                    proto = crate::parse::IPPROTO_AH;
-                }
-                let ihl = 5 + self.ipv4_option_words as usize;
-                let total = ihl * 4 + l4.len();
-                let (id, frag) = match self.fragment {
-                    Some((id, offset, more)) => {
-                        (id as u16, (offset & 0x1fff) | if more { 0x2000 } else { 0 })
-                    }
-                    None => (0x1234, 0x4000), // DF
-                };
-                let start = f.len();
-                f.push(0x40 | (ihl as u8 & 0x0f));
-                f.push(0);
-                f.extend_from_slice(&(total as u16).to_be_bytes());
-                f.extend_from_slice(&id.to_be_bytes());
-                f.extend_from_slice(&frag.to_be_bytes());
-                f.push(64);
-                f.push(proto);
-                f.extend_from_slice(&[0, 0]);
-                f.extend_from_slice(&src);
-                f.extend_from_slice(&dst);
-                for _ in 0..self.ipv4_option_words {
-                    f.extend_from_slice(&[1, 1, 1, 1]); // NOP options
-                }
-                let sum = checksum(&f[start..start + ihl * 4]);
-                f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
-                f.extend_from_slice(&l4);
-            }
-            Ip::V6 { src, dst } => {
-                f.extend_from_slice(&self.ethertype.unwrap_or(ETH_P_IPV6).to_be_bytes());
-                let mut pseudo = Vec::from(&src[..]);
-                pseudo.extend_from_slice(&dst);
-                let (proto, l4) = self.l4_bytes(&pseudo, later);
-                let mut chain: Vec<(u8, usize)> = self.ipv6_ext.clone();
-                if self.fragment.is_some() {
-                    chain.push((44, 8));
-                }
-                if !later {
-                    chain.extend_from_slice(&self.ipv6_ext_after_fragment);
-                }
-                let mut ext = Vec::new();
-                for (i, &(kind, len)) in chain.iter().enumerate() {
-                    let next = chain.get(i + 1).map_or(proto, |&(k, _)| k);
-                    let mut h = alloc::vec![0u8; len.max(8)];
-                    h[0] = next;
-                    match kind {
-                        44 => {
-                            if let Some((id, offset, more)) = self.fragment {
-                                let of = (offset << 3) | u16::from(more);
-                                h[2..4].copy_from_slice(&of.to_be_bytes());
-                                h[4..8].copy_from_slice(&id.to_be_bytes());
-                            }
-                        }
-                        51 => h[1] = (len / 4 - 2) as u8,
-                        _ => {
-                            h[1] = (len / 8 - 1) as u8;
-                            // PadN filling the rest of an options header.
-                            if matches!(kind, 0 | 60) && len > 2 {
-                                h[2] = 1;
-                                h[3] = (len - 4) as u8;
-                            }
-                        }
-                    }
-                    ext.extend_from_slice(&h);
-                }
-                let first = chain.first().map_or(proto, |&(k, _)| k);
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
-                f.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
-                f.push(first);
-                f.push(64);
-                f.extend_from_slice(&src);
-                f.extend_from_slice(&dst);
-                f.extend_from_slice(&ext);
-                f.extend_from_slice(&l4);
-            }
+            Ip::V4 { src, dst } => self.ipv4_bytes(&mut f, src, dst, later),
+            Ip::V6 { src, dst } => self.ipv6_bytes(&mut f, src, dst, later),
         }
         if let Some(len) = self.truncate {
             f.truncate(len);

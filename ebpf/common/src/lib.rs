@@ -10,6 +10,8 @@
 //! - [`frag`]: fragment tracking, the pure part (what a fragment's datagram
 //!   was decided to be, and what to remember).
 //! - [`reply`]: the bytes and checksums of the `reset` and `icmp` replies.
+//! - `oracle` (host only): the differential check of the parser against
+//!   etherparse, which the fuzzer runs.
 //!
 //! The crate is `no_std`. The `user` feature adds the host-only parts
 //! (`aya::Pod` impls) that the agent needs.
@@ -20,5 +22,7 @@ pub mod classify;
 pub mod craft;
 pub mod frag;
 pub mod maps;
+#[cfg(any(test, feature = "oracle"))]
+pub mod oracle;
 pub mod parse;
 pub mod reply;

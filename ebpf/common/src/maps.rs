@@ -142,6 +142,7 @@ impl Config {
     /// and `burst` at once.
     #[must_use]
     pub const fn with_reply_rate(mut self, per_second: u64, burst: u32) -> Self {
+        // Rate 0: no replies at all.
         self.reply_interval_ns = match 1_000_000_000u64.checked_div(per_second) {
             Some(interval) => interval,
             None => 0,

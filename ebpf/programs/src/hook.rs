@@ -23,11 +23,6 @@ use crate::{
 
 /// One hook's access to the packet it runs on.
 pub trait Hook {
-    /// Whether the kernel may still complete the frame's transport checksum
-    /// after the program (an skb with checksum offload pending,
-    /// `CHECKSUM_PARTIAL`). See [`Hook::store_checksum`].
-    const OFFLOAD: bool;
-
     /// The interface the packet came in on.
     fn ifindex(&self) -> u32;
 
@@ -92,11 +87,6 @@ pub struct Xdp<'a>(pub &'a XdpContext);
 
 impl Hook for Xdp<'_> {
     type Ctx = XdpContext;
-
-    /// XDP sees frames, not skbs: nothing completes a checksum after it
-    /// (generic XDP on an skb with checksum offload pending is the
-    /// exception; see docs/datapath.md).
-    const OFFLOAD: bool = false;
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
@@ -163,8 +153,6 @@ const TC_PULL_LEN: usize = MAX_HEADER_OFFSET + MAX_READ;
 
 impl Hook for Tc<'_> {
     type Ctx = TcContext;
-
-    const OFFLOAD: bool = false;
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
@@ -259,7 +247,9 @@ impl Hook for Tc<'_> {
         if !self.store(off, &partial.to_be_bytes()) {
             return false;
         }
-        let diff = ones_sub(partial, full) as u64;
+        // The kernel adds checksums as they lie in memory: the difference
+        // goes in network byte order too.
+        let diff = ones_sub(partial, full).to_be() as u64;
         // SAFETY: plain helper call on the program's own context; flags 0:
         // `to` is a difference, not a pseudo-header field.
         unsafe { bpf_l4_csum_replace(self.0.skb.skb, off as u32, 0, diff, 0) == 0 }

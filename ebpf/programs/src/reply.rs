@@ -15,9 +15,9 @@ use egress_guard_common::{
     reply::{
         ICMP_HLEN, ICMP4_PROTO, ICMP4_QUOTE_MAX, ICMP6_PROTO, ICMP6_QUOTE_MAX, IPV6_WORD0,
         RST_PROTO, fold, icmp_type_code, ipv4_frag_word, ipv4_header_checksum, ipv4_ttl_proto,
-        ipv4_word0, ipv6_next_hop, may_answer_mac, may_answer_v4, may_answer_v6, ones_add,
-        ones_sub, partial_checksum, pseudo_sum, rst_for, rst_header_sum, rst_offset_flags,
-        sum_range, transport_checksum,
+        ipv4_word0, ipv6_next_hop, may_answer_mac, may_answer_v4, may_answer_v6, ones_sub,
+        partial_checksum, pseudo_sum, rst_for, rst_header_sum, rst_offset_flags, sum_range,
+        transport_checksum,
     },
 };
 
@@ -269,18 +269,10 @@ fn icmp<H: Hook>(hook: &H, p: &Pending, config: &Config) -> usize {
     let Some(quote_sum) = sum_range(&pkt, l3, l3 + quote) else {
         return 0;
     };
-    // If the kernel completes the segment's checksum after us, it writes the
-    // checksum of [l4, end) into the quoted TCP checksum field: the ICMP
-    // checksum must then count that value instead of the field's. The
-    // difference (field - completed value) is what moves the ICMP checksum
-    // from one case to the other.
-    let mut offload_diff = 0u16;
-    if H::OFFLOAD {
-        let (Some(field), Some(rest)) = (pkt.be16(l4 + 16), sum_range(&pkt, l4, l3 + quote)) else {
-            return 0;
-        };
-        offload_diff = ones_sub(field, !fold(rest));
-    }
+    // (A segment whose checksum is still to be completed, CHECKSUM_PARTIAL,
+    // stays so in the quote: the skb goes back to the VM, whose stack takes
+    // such a packet as verified and reads only the quoted ports and
+    // sequence number. Nothing completes it after this sum is taken.)
 
     let push = ip_hlen + ICMP_HLEN;
     // The Ethernet header and tags move to the new front, before anything
@@ -319,12 +311,10 @@ fn icmp<H: Hook>(hook: &H, p: &Pending, config: &Config) -> usize {
     if v6 {
         sum += pseudo_sum(addr_sum, ICMP6_PROTO, (ICMP_HLEN + quote) as u32);
     }
-    let full = !fold(sum);
-    let partial = ones_add(full, offload_diff);
     let ok = ok
         && hook.store16(at, type_code)
         && hook.store32(at + 4, 0)
-        && hook.store_checksum(at + 2, full, partial);
+        && hook.store16(at + 2, !fold(sum));
     if ok { l3 + push + quote } else { 0 }
 }
 

@@ -1,0 +1,86 @@
+//! `cargo xtask fuzz`: the packet parser against etherparse, with cargo fuzz
+//! on the eBPF nightly (`ebpf/common/fuzz`; the check is
+//! `egress_guard_common::oracle`), half the time on each target:
+//!
+//! - `parse`: raw bytes. It works on a scratch corpus (`fuzz/corpus-tmp`, not
+//!   committed) and reads the committed, minimized one (`fuzz/corpus/parse`)
+//!   and the named seeds and regressions (`fuzz/regressions/parse`);
+//!   `--update-corpus` merges what it found that adds coverage into
+//!   `fuzz/corpus/parse`.
+//! - `frames`: frames built from a grammar of the shapes the parser handles,
+//!   then cut and corrupted (its inputs are not frames: its corpus is not
+//!   kept).
+//!
+//! A disagreement fails the run and leaves the frame in `fuzz/artifacts/`:
+//! fix the parser (or, if the difference is deliberate, say why in
+//! `oracle::DELIBERATELY_HELD`), then rebuild the frame as a named
+//! regression in `ebpf/common/examples/fuzz_seeds.rs`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    ctx::{Ctx, run_visible},
+    setup::EBPF_TOOLCHAIN,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How long to fuzz (half on each target).
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Merge the new inputs that add coverage into fuzz/corpus/parse.
+    #[arg(long)]
+    pub update_corpus: bool,
+}
+
+/// Runs the fuzzer for `args.seconds`.
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let dir = ctx.root.join("ebpf/common/fuzz");
+    let scratch = dir.join("corpus-tmp");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("removing {}", scratch.display()))?;
+    }
+    let seconds = (args.seconds / 2).max(1);
+    for (target, inputs) in [
+        ("parse", &["corpus/parse", "regressions/parse"][..]),
+        ("frames", &[][..]),
+    ] {
+        let scratch = format!("corpus-tmp/{target}");
+        std::fs::create_dir_all(dir.join(&scratch))
+            .with_context(|| format!("creating {scratch}"))?;
+        let mut cmd = fuzz_command(ctx, &dir);
+        cmd.args(["run", target, &scratch])
+            .args(inputs)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1");
+        run_visible(&mut cmd).with_context(|| {
+            format!("the fuzzer found a disagreement (the input is in ebpf/common/fuzz/artifacts/{target})")
+        })?;
+    }
+    if args.update_corpus {
+        let mut merge = fuzz_command(ctx, &dir);
+        merge.args([
+            "run",
+            "parse",
+            "--",
+            "-merge=1",
+            "corpus/parse",
+            "corpus-tmp/parse",
+        ]);
+        run_visible(&mut merge)?;
+    }
+    Ok(())
+}
+
+/// `cargo +<eBPF nightly> fuzz` in the fuzz crate's directory.
+fn fuzz_command(ctx: &Ctx, dir: &Path) -> std::process::Command {
+    let mut cmd = ctx.cargo();
+    cmd.current_dir(dir)
+        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .arg("fuzz");
+    cmd
+}
