@@ -403,10 +403,6 @@ impl Frame {
     }
 
     /// The frame's bytes.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "one layer after the other, in frame order"
-    )]
     pub fn build(&self) -> Vec<u8> {
         let mut f = Vec::with_capacity(128);
         f.extend_from_slice(&self.dst_mac);
