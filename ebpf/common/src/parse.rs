@@ -687,12 +687,17 @@ impl TcpHeader {
         if l4 + 18 > end {
             return Self::broken(Malformed::TcpTruncated);
         }
-        let (Some(ports), Some(seq), Some(ack), Some(offset_flags)) = (
-            pkt.be32(l4),
-            pkt.be32(l4 + 4),
-            pkt.be32(l4 + 8),
-            pkt.be16(l4 + 12),
-        ) else {
+        // One read at a time (see `reply::swap_macs` in the programs).
+        let Some(ports) = pkt.be32(l4) else {
+            return Self::broken(Malformed::TcpTruncated);
+        };
+        let Some(seq) = pkt.be32(l4 + 4) else {
+            return Self::broken(Malformed::TcpTruncated);
+        };
+        let Some(ack) = pkt.be32(l4 + 8) else {
+            return Self::broken(Malformed::TcpTruncated);
+        };
+        let Some(offset_flags) = pkt.be16(l4 + 12) else {
             return Self::broken(Malformed::TcpTruncated);
         };
         let header_len = (offset_flags >> 12) * 4;

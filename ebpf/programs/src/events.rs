@@ -52,7 +52,10 @@ pub fn attempt<H: Hook>(hook: &H, p: &Pending, audit: bool) {
     let l4 = p.l4_off as usize;
     // The data offset and flags word: 2 bytes at a variable offset (see
     // `PacketBytes::bytes`); the flags are its low byte (byte 13).
-    let (Some(offset_flags), Some(ports)) = (pkt.be16(l4 + 12), pkt.bytes::<4>(l4)) else {
+    let Some(offset_flags) = pkt.be16(l4 + 12) else {
+        return;
+    };
+    let Some(ports) = pkt.bytes::<4>(l4) else {
         return;
     };
     if offset_flags as u8 & (TCP_SYN | TCP_ACK) != TCP_SYN {

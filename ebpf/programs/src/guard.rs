@@ -321,14 +321,20 @@ fn frag_key<P: PacketBytes>(pkt: &P, p: &Pending, key: &mut FragKey) -> bool {
     key.proto = p.key_proto;
     if p.is_v6() {
         key.version = FRAG_V6;
-        let (Some(src), Some(dst)) = (ipv6_src(pkt, &ip), ipv6_dst(pkt, &ip)) else {
+        let Some(src) = ipv6_src(pkt, &ip) else {
+            return false;
+        };
+        let Some(dst) = ipv6_dst(pkt, &ip) else {
             return false;
         };
         key.src = src;
         key.dst = dst;
     } else {
         key.version = FRAG_V4;
-        let (Some(src), Some(dst)) = (ipv4_src(pkt, &ip), ipv4_dst(pkt, &ip)) else {
+        let Some(src) = ipv4_src(pkt, &ip) else {
+            return false;
+        };
+        let Some(dst) = ipv4_dst(pkt, &ip) else {
             return false;
         };
         key.src[..4].copy_from_slice(&src);
