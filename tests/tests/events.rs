@@ -8,11 +8,9 @@
 //! there: the maps are this test's own (not pinned), nothing else sees them.
 //! Needs root (CAP_BPF).
 
-use std::collections::BTreeSet;
-
-use aya::{TestRun as _, TestRunOptions, maps::RingBuf};
+use aya::maps::RingBuf;
 use egress_guard::{
-    datapath::{Capacities, Datapath, KernelState},
+    datapath::Datapath,
     events::{Attempt, Clock, decode, monotonic_ns},
 };
 use egress_guard_common::{
@@ -23,12 +21,7 @@ use egress_guard_common::{
     },
     parse::{TCP_ACK, TCP_SYN},
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const TC_ACT_SHOT: u32 = 2;
-/// TC_ACT_UNSPEC (-1): under tcx, "next program".
-const TC_NEXT: u32 = u32::MAX;
+use egress_guard_tests::testrun::{self, Hook, Verdict};
 
 const VM_KEY: u64 = 0xB10C;
 /// The ifindex of a test run without a context.
@@ -41,66 +34,26 @@ struct Bench {
 
 impl Bench {
     fn new(mode: u32, verdict: u32) -> Self {
-        let mut datapath =
-            Datapath::load_unpinned(Capacities::default()).expect("loading the programs");
-        let mut desired = KernelState {
-            config: Config {
-                mode,
-                action: ACTION_DROP,
-                generation: 1,
-                ..Config::default()
-            },
-            ports: BTreeSet::from([25]),
-            ..KernelState::default()
+        let config = Config {
+            mode,
+            action: ACTION_DROP,
+            generation: 1,
+            ..Config::default()
         };
-        desired.ifaces.insert(
-            IFINDEX,
-            IfaceEntry {
-                vm_key: VM_KEY,
-                verdict,
-                flags: 0,
-            },
-        );
-        let actual = datapath.maps.read_state().expect("reading the maps");
-        datapath
-            .maps
-            .apply(&actual, &desired)
-            .expect("writing the maps");
+        let mut datapath = testrun::load(config, &[25], &[], &[(IFINDEX, VM_KEY, verdict)]);
         let ring = datapath.take_events().expect("the ring buffer");
         Self { datapath, ring }
     }
 
     /// Runs `frame` through XDP, then TC; returns whether each dropped it.
     fn run(&mut self, frame: &[u8]) -> (bool, bool) {
-        let opts = || TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
+        let mut dropped = |hook| match testrun::run(&mut self.datapath, hook, None, frame).verdict {
+            Verdict::Drop => true,
+            Verdict::Pass => false,
+            Verdict::Reply => panic!("{hook:?} replied under action drop"),
         };
-        let xdp = self
-            .datapath
-            .xdp()
-            .unwrap()
-            .test_run(opts())
-            .expect("XDP test run")
-            .return_value;
-        let tc = self
-            .datapath
-            .tc()
-            .unwrap()
-            .test_run(opts())
-            .expect("TC test run")
-            .return_value;
-        let xdp = match xdp {
-            XDP_DROP => true,
-            XDP_PASS => false,
-            other => panic!("XDP returned {other}"),
-        };
-        let tc = match tc {
-            TC_ACT_SHOT => true,
-            TC_NEXT => false,
-            other => panic!("TC returned {other}"),
-        };
-        (xdp, tc)
+        let xdp = dropped(Hook::Xdp);
+        (xdp, dropped(Hook::Tc))
     }
 
     fn attempts(&self) -> Attempts {

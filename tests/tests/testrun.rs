@@ -15,8 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use aya::{TestRun as _, TestRunOptions};
-use egress_guard::datapath::{Capacities, Datapath, KernelState};
+use egress_guard::datapath::Datapath;
 use egress_guard_common::{
     craft::{Frame, HOST_MAC, VM_MAC, addr::*},
     maps::{
@@ -25,44 +24,16 @@ use egress_guard_common::{
     },
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
+use egress_guard_tests::testrun::{self, Hook, Outcome, ThreadNetns, Verdict};
 use etherparse::{
     Icmpv4Type, Icmpv6Type, LinkExtHeader, NetHeaders, PacketHeaders, TransportHeader,
     icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
 };
-use thread_netns::ThreadNetns;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-/// TC_ACT_UNSPEC (-1): under tcx, "next program" (we pass, others decide).
-const TC_NEXT: u32 = u32::MAX;
 
 const EXEMPT_KEY: u64 = 0xE;
 const BLOCKED_KEY: u64 = 0xB;
 /// Interfaces with no entry are counted under key 0.
 const UNLISTED_KEY: u64 = 0;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    Pass,
-    Drop,
-    /// Answered: the frame, rewritten into a reply, goes back to the VM.
-    Reply,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Hook {
-    Xdp,
-    Tc,
-}
-
-/// What a run returned, and the frame as the program left it.
-struct Outcome {
-    verdict: Verdict,
-    frame: Vec<u8>,
-}
 
 /// A namespace with three interfaces besides lo (an exempt VM's, a blocked
 /// VM's, one enforced but with no map entry) and the programs loaded with
@@ -78,46 +49,18 @@ struct Bench {
 impl Bench {
     fn new(config: Config) -> Self {
         let netns = ThreadNetns::new("testrun");
-        for (a, b) in [
-            ("exempt0", "exempt1"),
-            ("blocked0", "blocked1"),
-            ("other0", "other1"),
-        ] {
-            netns.run(&["ip", "link", "add", a, "type", "veth", "peer", b]);
-        }
-        let exempt = netns.ifindex("exempt0");
-        let blocked = netns.ifindex("blocked0");
-        let unlisted = netns.ifindex("other0");
-
-        let mut datapath =
-            Datapath::load_unpinned(Capacities::default()).expect("loading the programs");
-        let mut desired = KernelState {
+        let exempt = netns.veth("exempt0", "exempt1");
+        let blocked = netns.veth("blocked0", "blocked1");
+        let unlisted = netns.veth("other0", "other1");
+        let datapath = testrun::load(
             config,
-            ports: BTreeSet::from([25, 465]),
-            ..KernelState::default()
-        };
-        desired.set_allowed(&[
-            "198.51.100.25/32".parse().unwrap(),
-            "2001:db8:100::25/128".parse().unwrap(),
-        ]);
-        for (ifindex, vm_key, verdict) in [
-            (exempt, EXEMPT_KEY, VERDICT_ALLOW),
-            (blocked, BLOCKED_KEY, VERDICT_BLOCK),
-        ] {
-            desired.ifaces.insert(
-                ifindex,
-                IfaceEntry {
-                    vm_key,
-                    verdict,
-                    flags: 0,
-                },
-            );
-        }
-        let actual = datapath.maps.read_state().expect("reading the maps");
-        datapath
-            .maps
-            .apply(&actual, &desired)
-            .expect("writing the maps");
+            &[25, 465],
+            &["198.51.100.25/32", "2001:db8:100::25/128"],
+            &[
+                (exempt, EXEMPT_KEY, VERDICT_ALLOW),
+                (blocked, BLOCKED_KEY, VERDICT_BLOCK),
+            ],
+        );
         Self {
             netns,
             datapath,
@@ -142,55 +85,7 @@ impl Bench {
     /// Runs `frame` as if received on `ifindex`.
     fn run(&mut self, hook: Hook, ifindex: u32, frame: &[u8]) -> Outcome {
         let _inside = self.netns.enter();
-        let mut out = vec![0u8; 4096];
-        let (ret, size) = match hook {
-            Hook::Xdp => {
-                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
-                let mut xdp_md = [0u8; 24];
-                xdp_md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-                xdp_md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-                let r = self
-                    .datapath
-                    .xdp()
-                    .unwrap()
-                    .test_run(TestRunOptions {
-                        data_in: Some(frame),
-                        data_out: Some(&mut out),
-                        ctx_in: Some(&xdp_md),
-                        ..TestRunOptions::default()
-                    })
-                    .expect("XDP test run");
-                (r.return_value, r.data_size_out)
-            }
-            Hook::Tc => {
-                // struct __sk_buff (192 bytes), ifindex at offset 40.
-                let mut skb = [0u8; 192];
-                skb[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-                let r = self
-                    .datapath
-                    .tc()
-                    .unwrap()
-                    .test_run(TestRunOptions {
-                        data_in: Some(frame),
-                        data_out: Some(&mut out),
-                        ctx_in: Some(&skb),
-                        ..TestRunOptions::default()
-                    })
-                    .expect("TC test run");
-                (r.return_value, r.data_size_out)
-            }
-        };
-        let verdict = match (hook, ret) {
-            (Hook::Xdp, XDP_PASS) | (Hook::Tc, TC_NEXT) => Verdict::Pass,
-            (Hook::Xdp, XDP_DROP) | (Hook::Tc, TC_ACT_SHOT) => Verdict::Drop,
-            (Hook::Xdp, XDP_TX) | (Hook::Tc, TC_ACT_REDIRECT) => Verdict::Reply,
-            (hook, other) => panic!("{hook:?} returned {other}"),
-        };
-        out.truncate(size as usize);
-        Outcome {
-            verdict,
-            frame: out,
-        }
+        testrun::run(&mut self.datapath, hook, Some(ifindex), frame)
     }
 
     fn counters(&self, key: u64) -> Counters {
@@ -1191,90 +1086,5 @@ fn replies_are_rate_limited_per_vm() {
         // The two beyond the burst, and the one under rate 0.
         assert_eq!(c.packets[reason::RATE_LIMITED], 3);
         assert_eq!(c.packets[reason::POLICY], 6);
-    }
-}
-
-mod thread_netns {
-    //! A network namespace the test thread can step into for a test run
-    //! (TestRun resolves the context's ifindex in the caller's namespace).
-
-    use std::{
-        fs::File,
-        os::fd::AsRawFd as _,
-        process::Command,
-        sync::atomic::{AtomicU32, Ordering},
-    };
-
-    pub struct ThreadNetns {
-        name: String,
-    }
-
-    pub struct Inside {
-        previous: File,
-    }
-
-    impl Drop for Inside {
-        fn drop(&mut self) {
-            // SAFETY: plain setns(2) on an fd we own.
-            let rc = unsafe { libc::setns(self.previous.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "returning to the original network namespace");
-        }
-    }
-
-    impl ThreadNetns {
-        pub fn new(tag: &str) -> Self {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let name = format!(
-                "egt-{}-{}-{tag}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            );
-            let ns = Self { name };
-            Self::host(&["ip", "netns", "add", &ns.name]);
-            ns
-        }
-
-        fn host(args: &[&str]) -> String {
-            let out = Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-
-        /// Runs a command inside the namespace.
-        pub fn run(&self, args: &[&str]) -> String {
-            let mut full = vec!["ip", "netns", "exec", &self.name];
-            full.extend_from_slice(args);
-            Self::host(&full)
-        }
-
-        pub fn ifindex(&self, ifname: &str) -> u32 {
-            let out = self.run(&["cat", &format!("/sys/class/net/{ifname}/ifindex")]);
-            out.trim().parse().expect("ifindex")
-        }
-
-        /// Moves the current thread into the namespace until the guard drops.
-        pub fn enter(&self) -> Inside {
-            let previous = File::open("/proc/thread-self/ns/net").expect("current netns");
-            let target = File::open(format!("/var/run/netns/{}", self.name)).expect("test netns");
-            // SAFETY: plain setns(2) on an fd we own.
-            let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "entering {}", self.name);
-            Inside { previous }
-        }
-    }
-
-    impl Drop for ThreadNetns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
-        }
     }
 }
