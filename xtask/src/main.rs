@@ -6,11 +6,15 @@
 //!   test of the default workspace members (the end-to-end tests included).
 //! - `demo`: set-up, a release build, and the agent at work in network
 //!   namespaces, narrated.
+//! - `bench`: set-up, release builds, and the benchmarks, written to
+//!   `BENCHMARKS.md` (`--smoke`: a short run that only checks the figures
+//!   are sane).
 //! - `sweep`: removes what a crashed run of the tests or the demo left behind.
 //!
 //! It builds with plain stable Rust: it must run before the eBPF toolchain is
 //! there, since installing that toolchain is its first job.
 
+mod bench;
 mod ctx;
 mod demo;
 mod setup;
@@ -42,6 +46,8 @@ enum Command {
     Test(test::Args),
     /// Set-up, build the agent, and show it holding back mail in network namespaces.
     Demo(demo::Args),
+    /// Set-up, release builds, and the benchmarks; writes BENCHMARKS.md (--smoke: a short sanity run).
+    Bench(bench::Args),
     /// Remove network namespaces, pins and temporary files a crashed run of ours left.
     Sweep,
 }
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
         Command::Build { debug } => build(!debug),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Sweep => sweep(),
     };
     match result {

@@ -206,8 +206,11 @@ fn summary(
 
 /// Builds the agent and returns the absolute path of its binary.
 pub fn build_agent(ctx: &Ctx, release: bool) -> Result<PathBuf> {
-    build_agent_with(release, ctx.cargo())
+    build_bin(ctx.cargo(), AGENT, release)
 }
+
+/// The agent: its package and its binary.
+const AGENT: &str = "egress-guard";
 
 /// The feature of the kernel programs that makes the upgrade tests' build
 /// (its programs also count held-back packets in the spare counter slot, so
@@ -230,14 +233,17 @@ pub fn build_upgrade_agent(ctx: &Ctx) -> Result<PathBuf> {
         "==> (upgrade build: EGRESS_GUARD_EBPF_FEATURES={UPGRADE_FEATURES} CARGO_TARGET_DIR={})",
         target.display()
     );
-    build_agent_with(false, cmd)
+    build_bin(cmd, AGENT, false)
 }
 
-fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<PathBuf> {
+/// Runs `cargo build -p NAME` (with `cmd`, a cargo command) and returns
+/// the absolute path of the binary NAME it built: the package and its
+/// binary have the same name.
+pub fn build_bin(mut cmd: std::process::Command, name: &str, release: bool) -> Result<PathBuf> {
     cmd.args([
         "build",
         "-p",
-        "egress-guard",
+        name,
         "--message-format=json-render-diagnostics",
     ]);
     if release {
@@ -260,12 +266,12 @@ fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<Pat
                 println!("{l}");
                 continue;
             };
-            let is_agent_bin = msg["reason"] == "compiler-artifact"
-                && msg["target"]["name"] == "egress-guard"
+            let is_the_bin = msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == name
                 && msg["target"]["kind"]
                     .as_array()
                     .is_some_and(|k| k.iter().any(|k| k == "bin"));
-            if is_agent_bin && let Some(path) = msg["executable"].as_str() {
+            if is_the_bin && let Some(path) = msg["executable"].as_str() {
                 exe = Some(PathBuf::from(path));
             }
         }
@@ -274,7 +280,7 @@ fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<Pat
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
-    let exe = exe.context("cargo build did not report the egress-guard binary")?;
+    let exe = exe.with_context(|| format!("cargo build did not report the {name} binary"))?;
     let exe =
         std::fs::canonicalize(&exe).with_context(|| format!("{} is missing", exe.display()))?;
     Ok(exe)
