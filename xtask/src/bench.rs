@@ -4,7 +4,7 @@
 //! `BENCHMARKS.md` at the root of the workspace.
 //!
 //! `--smoke` runs each benchmark briefly and only checks that every figure
-//! exists and is sane.
+//! exists and is sane; `cargo xtask test` runs it as its last step.
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +84,14 @@ pub fn run(args: &Args) -> Result<()> {
         args.only.as_deref(),
         out.as_deref(),
     )
+}
+
+/// The smoke run of `cargo xtask test`: the benchmark binary built with the
+/// dev profile (what the tests built is reused), with the agent the tests
+/// used.
+pub fn smoke(ctx: &Ctx, agent: &Path) -> Result<()> {
+    let bench = build_bin(ctx.cargo(), BENCH, false)?;
+    run_bench(ctx, &bench, agent, Some("--smoke"), None, None)
 }
 
 fn run_bench(

@@ -3,12 +3,13 @@
 //! - `setup`: installs what building and testing need, idempotently.
 //! - `build`: set-up, then the agent's release build.
 //! - `test`: set-up, `cargo fmt --check`, clippy, the agent's build, then every
-//!   test of the default workspace members (the end-to-end tests included).
+//!   test of the default workspace members (the end-to-end tests included),
+//!   then the benchmarks' smoke run.
 //! - `demo`: set-up, a release build, and the agent at work in network
 //!   namespaces, narrated.
 //! - `bench`: set-up, release builds, and the benchmarks, written to
 //!   `BENCHMARKS.md` (`--smoke`: a short run that only checks the figures
-//!   are sane).
+//!   are sane; `test` runs it last).
 //! - `sweep`: removes what a crashed run of the tests or the demo left behind.
 //!
 //! It builds with plain stable Rust: it must run before the eBPF toolchain is

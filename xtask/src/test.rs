@@ -1,4 +1,5 @@
-//! `cargo xtask test`: what CI runs (`.ci/run`).
+//! `cargo xtask test`: what CI runs (`.ci/run`): lints, the agent's build,
+//! every test, and last the benchmarks' smoke run.
 
 use std::{
     io::{BufRead, BufReader},
@@ -22,6 +23,9 @@ pub struct Args {
     /// Skip the set-up (when you know everything is installed).
     #[arg(long)]
     no_setup: bool,
+    /// Skip the benchmarks' smoke run (`cargo xtask bench --smoke`) that ends the tests.
+    #[arg(long)]
+    no_bench_smoke: bool,
     /// Run only the tests whose name contains FILTER (passed to the test binaries).
     filter: Option<String>,
     /// More arguments for the test binaries, e.g. `-- --nocapture --test-threads 1`.
@@ -141,6 +145,20 @@ pub fn run(args: &Args) -> Result<()> {
             run_tests(&ctx, bin, upgrade.as_deref(), args, &mut counts)
         });
     }
+    // Last: the benchmarks run briefly, so that they cannot rot. It checks
+    // that every figure exists and is sane, never a timing.
+    if built && let Some(bin) = &bin {
+        match smoke_skipped(args) {
+            None => {
+                step(SMOKE, &mut || crate::bench::smoke(&ctx, bin));
+            }
+            Some(why) => steps.push(Step {
+                name: SMOKE,
+                outcome: Outcome::Skipped(why),
+                took: Duration::ZERO,
+            }),
+        }
+    }
     if args.no_lint {
         steps.insert(
             0,
@@ -164,6 +182,19 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("{failed} step(s) failed");
     }
     Ok(())
+}
+
+const SMOKE: &str = "benchmark smoke";
+
+/// Why the benchmarks' smoke run is left out, if it is.
+fn smoke_skipped(args: &Args) -> Option<&'static str> {
+    if args.no_bench_smoke {
+        Some("--no-bench-smoke")
+    } else if args.filter.is_some() {
+        Some("a test filter was given")
+    } else {
+        None
+    }
 }
 
 /// Prints the summary; returns how many steps failed.
