@@ -142,12 +142,12 @@ impl Plan {
                 throughput: throughput::Params {
                     seconds: 3,
                     omit: 1,
-                    rounds: 5,
+                    rounds: 6,
                 },
                 flood: flood::Params {
-                    seconds: 5.0,
+                    seconds: 4.0,
                     warmup: 1.0,
-                    rounds: 3,
+                    rounds: 5,
                     exempt_rate: 500,
                 },
                 control: control::Params {
