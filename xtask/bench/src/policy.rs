@@ -70,3 +70,57 @@ vms:
         attach = attach.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, path::Path};
+
+    use egress_guard::policy::{self, Facts, Verdict};
+
+    use super::{Role, policy};
+
+    fn verdicts(text: &str) -> Vec<(String, Verdict)> {
+        let parsed = policy::from_bytes(Path::new("bench.yaml"), text.as_bytes())
+            .unwrap_or_else(|e| panic!("the benchmark policy does not parse: {e}\n{text}"));
+        let created = HashMap::new();
+        let desired = policy::evaluate(
+            &parsed,
+            &Facts {
+                now: chrono::Utc::now(),
+                interface_created: &created,
+            },
+        );
+        desired
+            .vms
+            .into_iter()
+            .map(|v| (v.name, v.verdict))
+            .collect()
+    }
+
+    #[test]
+    fn benchmark_policies_parse_and_give_each_role_its_verdict() {
+        for hook in ["auto", "tc", "xdp", "xdp-generic"] {
+            let text = policy(
+                hook,
+                &["tapx*"],
+                &[
+                    ("vm-blk", Role::Blocked),
+                    ("vm-all", Role::Allowed),
+                    ("vm-exm", Role::Exempt),
+                ],
+                6,
+            );
+            let v = verdicts(&text);
+            assert_eq!(v.len(), 9, "{v:?}");
+            let of = |name: &str| v.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+            assert_eq!(of("vm-blk"), Some(Verdict::Block));
+            assert_eq!(of("vm-all"), Some(Verdict::Allow));
+            assert_eq!(of("vm-exm"), Some(Verdict::Allow));
+            // The generated VMs: blocked, exempt, allowed by date, in turn.
+            assert_eq!(of("gen-0"), Some(Verdict::Block));
+            assert_eq!(of("gen-1"), Some(Verdict::Allow));
+            assert_eq!(of("gen-2"), Some(Verdict::Allow));
+            assert_eq!(of("gen-3"), Some(Verdict::Block));
+        }
+    }
+}
