@@ -335,7 +335,10 @@ fn finish(cli: &Cli, results: &Results) -> Result<()> {
     println!();
     print!("{}", report::summary(results));
     if results.mode == Mode::Smoke {
-        let problems = report::sanity(results);
+        let mut problems = report::sanity(results);
+        // The report is rendered too (and thrown away), so that its code
+        // cannot rot either.
+        problems.extend(report::rendering_problems(results));
         if !problems.is_empty() {
             bail!(
                 "the smoke run gave figures that are not sane:\n  {}",

@@ -357,6 +357,34 @@ fn sane_figures(r: &Results) -> Vec<(String, f64, bool)> {
     figures
 }
 
+/// What is missing from the rendered report: a section of a benchmark
+/// that ran, or the summary.
+pub fn rendering_problems(r: &Results) -> Vec<String> {
+    let text = markdown(r);
+    let mut want = vec![
+        "## Summary",
+        "## Goals missed",
+        "## Anchors",
+        "## What each benchmark runs",
+    ];
+    for (ran, heading) in [
+        (r.datapath.is_some(), "## 1. Datapath cost per packet"),
+        (r.throughput.is_some(), "## 2. Allowed traffic"),
+        (r.flood.is_some(), "## 3. Drop capacity"),
+        (r.control.is_some(), "## 4. Control plane"),
+        (r.churn.is_some(), "## 5. Interface churn"),
+        (r.control.is_some(), "## 6. Cost while idle"),
+    ] {
+        if ran {
+            want.push(heading);
+        }
+    }
+    want.into_iter()
+        .filter(|h| !text.contains(h))
+        .map(|h| format!("the report has no `{h}`"))
+        .collect()
+}
+
 pub fn markdown(r: &Results) -> String {
     crate::report_md::render(r, &figures(r))
 }
