@@ -40,7 +40,7 @@ pub struct Params {
 
 /// Which of the two test interfaces a frame arrives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Origin {
     Exempt,
     Blocked,
 }
@@ -49,7 +49,7 @@ pub enum From {
 struct Class {
     name: &'static str,
     frame_desc: &'static str,
-    from: From,
+    from: Origin,
     frame: Vec<u8>,
 }
 
@@ -76,7 +76,7 @@ pub struct Cost {
 pub struct ClassResult {
     pub name: &'static str,
     pub frame: &'static str,
-    pub from: From,
+    pub from: Origin,
     pub frame_len: usize,
     /// Whether our programs held the frame back.
     pub held: bool,
@@ -120,38 +120,38 @@ fn classes() -> Vec<Class> {
         class(
             "exempt VM",
             "IPv4 TCP SYN to port 25, from the exempt VM",
-            From::Exempt,
+            Origin::Exempt,
             Frame::tcp4(VM4, INTERNET4, 40000, 25).build(),
         ),
-        class("non-IP", "ARP request", From::Blocked, Frame::arp()),
+        class("non-IP", "ARP request", Origin::Blocked, Frame::arp()),
         class(
             "UDP",
             "IPv4 UDP to port 53",
-            From::Blocked,
+            Origin::Blocked,
             Frame::udp4(VM4, INTERNET4, 40000, 53).build(),
         ),
         class(
             "TCP, another port",
             "IPv4 TCP SYN to port 443",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, INTERNET4, 40000, 443).build(),
         ),
         class(
             "TCP to 25, held back",
             "IPv4 TCP SYN to port 25",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, INTERNET4, 40000, 25).build(),
         ),
         class(
             "TCP to 25, allowed destination",
             "IPv4 TCP SYN to port 25 at a relay in allow_destinations",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, RELAY4, 40000, 25).build(),
         ),
         class(
             "IPv6, 3 extension headers, to 25",
             "IPv6 hop-by-hop + routing + destination options, TCP SYN to port 25",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp6(VM6, INTERNET6, 40000, 25)
                 .ipv6_ext(0, 8)
                 .ipv6_ext(43, 24)
@@ -161,7 +161,7 @@ fn classes() -> Vec<Class> {
         class(
             "IPv6, 3 extension headers, to 443",
             "the same headers, TCP SYN to port 443",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp6(VM6, INTERNET6, 40000, 443)
                 .ipv6_ext(0, 8)
                 .ipv6_ext(43, 24)
@@ -171,7 +171,7 @@ fn classes() -> Vec<Class> {
         class(
             "first fragment",
             "IPv4 first fragment (MF) of a TCP SYN to port 25",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, INTERNET4, 40000, 25)
                 .fragment(9, 0, true)
                 .build(),
@@ -179,7 +179,7 @@ fn classes() -> Vec<Class> {
         class(
             "later fragment",
             "IPv4 TCP fragment at offset 32",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, INTERNET4, 40000, 25)
                 .fragment(9, 4, false)
                 .payload(&[0; 24])
@@ -188,13 +188,13 @@ fn classes() -> Vec<Class> {
         class(
             "VLAN-tagged, to 25",
             "802.1Q tag, IPv4 TCP SYN to port 25",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, INTERNET4, 40000, 25).dot1q(10).build(),
         ),
         class(
             "VLAN-tagged, to 443",
             "802.1Q tag, IPv4 TCP SYN to port 443",
-            From::Blocked,
+            Origin::Blocked,
             Frame::tcp4(VM4, INTERNET4, 40000, 443).dot1q(10).build(),
         ),
     ]
@@ -339,8 +339,8 @@ fn measure(params: Params, exempt: u32, blocked: u32) -> Result<DatapathResult> 
         .iter()
         .map(|c| {
             let ifindex = match c.from {
-                From::Exempt => exempt,
-                From::Blocked => blocked,
+                Origin::Exempt => exempt,
+                Origin::Blocked => blocked,
             };
             (xdp_ctx(c.frame.len(), ifindex), skb_ctx(ifindex))
         })

@@ -77,7 +77,6 @@ pub struct Window {
     pub held: u64,
     pub softirq_s: f64,
     pub system_s: f64,
-    pub user_s: f64,
     /// The exempt VM's stream over the whole flood.
     pub exempt_sent: u64,
     pub exempt_lost: u64,
@@ -358,7 +357,6 @@ fn window(
             held: held1.saturating_sub(held0),
             softirq_s: cpu.softirq,
             system_s: cpu.system,
-            user_s: cpu.user,
             exempt_sent: sent.sent,
             exempt_lost: lost,
             capture_drops: captured.kernel_drops,

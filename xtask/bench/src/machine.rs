@@ -83,14 +83,11 @@ pub fn user_hz() -> f64 {
 }
 
 /// The CPU time of every CPU, summed, from the `cpu` line of /proc/stat, in
-/// seconds.
+/// seconds: what the benchmarks need of it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuTimes {
-    pub user: f64,
     pub system: f64,
     pub softirq: f64,
-    pub irq: f64,
-    pub idle: f64,
 }
 
 impl CpuTimes {
@@ -111,10 +108,7 @@ impl CpuTimes {
         let hz = user_hz();
         // user nice system idle iowait irq softirq [steal ...]
         Ok(Self {
-            user: (f[0] + f[1]) / hz,
             system: f[2] / hz,
-            idle: (f[3] + f[4]) / hz,
-            irq: f[5] / hz,
             softirq: f[6] / hz,
         })
     }
@@ -122,11 +116,8 @@ impl CpuTimes {
     /// What was spent from `earlier` to `self`.
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
-            user: self.user - earlier.user,
             system: self.system - earlier.system,
             softirq: self.softirq - earlier.softirq,
-            irq: self.irq - earlier.irq,
-            idle: self.idle - earlier.idle,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::{
     Results, churn, control,
-    datapath::{DatapathResult, From},
+    datapath::{DatapathResult, Origin},
     flood::{self, FloodResult, Holder},
     lab::Hook,
     report::{Figure, thousands},
@@ -180,7 +180,7 @@ program's best, nearer what a quiet machine would show.
                 format!(
                     "{}{} ({} B)",
                     c.frame,
-                    if c.from == From::Exempt {
+                    if c.from == Origin::Exempt {
                         ""
                     } else {
                         ", from the blocked VM"
