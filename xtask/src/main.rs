@@ -3,15 +3,20 @@
 //! - `setup`: installs what building and testing need, idempotently.
 //! - `build`: set-up, then the agent's release build.
 //! - `test`: set-up, `cargo fmt --check`, clippy, the agent's build, then every
-//!   test of the default workspace members (the end-to-end tests included).
+//!   test of the default workspace members (the end-to-end tests included),
+//!   then the benchmarks' smoke run.
 //! - `demo`: set-up, a release build, and the agent at work in network
 //!   namespaces, narrated.
 //! - `fuzz`: set-up, then the packet parser's fuzzer against etherparse.
+//! - `bench`: set-up, release builds, and the benchmarks, written to
+//!   `BENCHMARKS.md` (`--smoke`: a short run that only checks the figures
+//!   are sane; `test` runs it last).
 //! - `sweep`: removes what a crashed run of the tests or the demo left behind.
 //!
 //! It builds with plain stable Rust: it must run before the eBPF toolchain is
 //! there, since installing that toolchain is its first job.
 
+mod bench;
 mod ctx;
 mod demo;
 mod fuzz;
@@ -46,6 +51,8 @@ enum Command {
     Demo(demo::Args),
     /// Set-up, then fuzz the packet parser against etherparse (cargo fuzz).
     Fuzz(fuzz::Args),
+    /// Set-up, release builds, and the benchmarks; writes BENCHMARKS.md (--smoke: a short sanity run).
+    Bench(bench::Args),
     /// Remove network namespaces, pins and temporary files a crashed run of ours left.
     Sweep,
 }
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => {
             setup::run(&setup::Args::default()).and_then(|ctx| fuzz::run(&ctx, &args))
         }
+        Command::Bench(args) => bench::run(&args),
         Command::Sweep => sweep(),
     };
     match result {

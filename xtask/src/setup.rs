@@ -8,7 +8,8 @@
 //!   programs with it), and rustfmt and clippy on the stable toolchain;
 //! - Debian packages: iproute2, util-linux (nsenter), iputils-ping, swaks (with
 //!   IO::Socket::INET6, for IPv6), aiosmtpd for python (Debian's
-//!   python3-aiosmtpd, else pip), and LLVM 22 when bpf-linker must be built;
+//!   python3-aiosmtpd, else pip), iperf3, nftables and netsniff-ng (trafgen)
+//!   for the benchmarks, and LLVM 22 when bpf-linker must be built;
 //! - bpf-linker 0.13: on PATH, else in `$CARGO_HOME/bin` (then that directory
 //!   goes on PATH for every later command), else `cargo install`ed there;
 //! - cargo-fuzz 0.13, the same way.
@@ -32,7 +33,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// run in `cargo xtask test`).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-/// Debian packages the tests and the demo use.
+/// Debian packages the tests, the demo and the benchmarks use.
 const PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -40,6 +41,12 @@ const PACKAGES: &[&str] = &[
     "swaks",
     // swaks speaks IPv6 only through IO::Socket::INET6 (a Recommends).
     "libio-socket-inet6-perl",
+    // The benchmarks (`cargo xtask bench`, whose smoke run `cargo xtask
+    // test` ends with): allowed-traffic throughput, the nftables rules the
+    // drop capacity is compared with, and the SYN flood's sender (trafgen).
+    "iperf3",
+    "nftables",
+    "netsniff-ng",
 ];
 /// Debian packages needed only to build bpf-linker.
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];

@@ -1,6 +1,8 @@
-//! Ctrl-C and SIGTERM for the demo: the first one sets a flag that the demo
-//! checks between steps, so that it stops the agent and removes its
-//! namespaces and pins before it exits. A second one ends the process at once.
+//! Ctrl-C and SIGTERM for the demo and the benchmarks: the first one sets a
+//! flag that the demo checks between steps, so that it stops the agent and
+//! removes its namespaces and pins before it exits (the benchmark binary,
+//! which gets the Ctrl-C too, does the same on its side while `bench`
+//! waits for it). A second one ends the process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

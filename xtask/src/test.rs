@@ -1,4 +1,5 @@
-//! `cargo xtask test`: what CI runs (`.ci/run`).
+//! `cargo xtask test`: what CI runs (`.ci/run`): lints, the agent's build,
+//! every test, and last the benchmarks' smoke run.
 
 use std::{
     io::{BufRead, BufReader},
@@ -22,6 +23,9 @@ pub struct Args {
     /// Skip the set-up (when you know everything is installed).
     #[arg(long)]
     no_setup: bool,
+    /// Skip the benchmarks' smoke run (`cargo xtask bench --smoke`) that ends the tests.
+    #[arg(long)]
+    no_bench_smoke: bool,
     /// Run only the tests whose name contains FILTER (passed to the test binaries).
     filter: Option<String>,
     /// More arguments for the test binaries, e.g. `-- --nocapture --test-threads 1`.
@@ -156,6 +160,20 @@ pub fn run(args: &Args) -> Result<()> {
             )
         });
     }
+    // Last: the benchmarks run briefly, so that they cannot rot. It checks
+    // that every figure exists and is sane, never a timing.
+    if built && let Some(bin) = &bin {
+        match smoke_skipped(args) {
+            None => {
+                step(SMOKE, &mut || crate::bench::smoke(&ctx, bin));
+            }
+            Some(why) => steps.push(Step {
+                name: SMOKE,
+                outcome: Outcome::Skipped(why),
+                took: Duration::ZERO,
+            }),
+        }
+    }
     if args.no_lint {
         steps.insert(
             0,
@@ -179,6 +197,19 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("{failed} step(s) failed");
     }
     Ok(())
+}
+
+const SMOKE: &str = "benchmark smoke";
+
+/// Why the benchmarks' smoke run is left out, if it is.
+fn smoke_skipped(args: &Args) -> Option<&'static str> {
+    if args.no_bench_smoke {
+        Some("--no-bench-smoke")
+    } else if args.filter.is_some() {
+        Some("a test filter was given")
+    } else {
+        None
+    }
 }
 
 /// Prints the summary; returns how many steps failed.
@@ -221,8 +252,11 @@ fn summary(
 
 /// Builds the agent and returns the absolute path of its binary.
 pub fn build_agent(ctx: &Ctx, release: bool) -> Result<PathBuf> {
-    build_agent_with(release, ctx.cargo())
+    build_bin(ctx.cargo(), AGENT, release)
 }
+
+/// The agent: its package and its binary.
+const AGENT: &str = "egress-guard";
 
 /// The feature of the kernel programs that makes the upgrade tests' build
 /// (its programs also count held-back packets in the spare counter slot, so
@@ -245,14 +279,17 @@ pub fn build_upgrade_agent(ctx: &Ctx) -> Result<PathBuf> {
         "==> (upgrade build: EGRESS_GUARD_EBPF_FEATURES={UPGRADE_FEATURES} CARGO_TARGET_DIR={})",
         target.display()
     );
-    build_agent_with(false, cmd)
+    build_bin(cmd, AGENT, false)
 }
 
-fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<PathBuf> {
+/// Runs `cargo build -p NAME` (with `cmd`, a cargo command) and returns
+/// the absolute path of the binary NAME it built: the package and its
+/// binary have the same name.
+pub fn build_bin(mut cmd: std::process::Command, name: &str, release: bool) -> Result<PathBuf> {
     cmd.args([
         "build",
         "-p",
-        "egress-guard",
+        name,
         "--message-format=json-render-diagnostics",
     ]);
     if release {
@@ -275,12 +312,12 @@ fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<Pat
                 println!("{l}");
                 continue;
             };
-            let is_agent_bin = msg["reason"] == "compiler-artifact"
-                && msg["target"]["name"] == "egress-guard"
+            let is_the_bin = msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == name
                 && msg["target"]["kind"]
                     .as_array()
                     .is_some_and(|k| k.iter().any(|k| k == "bin"));
-            if is_agent_bin && let Some(path) = msg["executable"].as_str() {
+            if is_the_bin && let Some(path) = msg["executable"].as_str() {
                 exe = Some(PathBuf::from(path));
             }
         }
@@ -289,7 +326,7 @@ fn build_agent_with(release: bool, mut cmd: std::process::Command) -> Result<Pat
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
-    let exe = exe.context("cargo build did not report the egress-guard binary")?;
+    let exe = exe.with_context(|| format!("cargo build did not report the {name} binary"))?;
     let exe =
         std::fs::canonicalize(&exe).with_context(|| format!("{} is missing", exe.display()))?;
     Ok(exe)
