@@ -15,7 +15,7 @@ use egress_guard_common::{
     reply::{
         ICMP_HLEN, ICMP4_PROTO, ICMP4_QUOTE_MAX, ICMP6_PROTO, ICMP6_QUOTE_MAX, IPV6_WORD0,
         RST_PROTO, fold, icmp_type_code, ipv4_frag_word, ipv4_header_checksum, ipv4_ttl_proto,
-        ipv4_word0, ipv6_next_hop, may_answer_mac, may_answer_v4, may_answer_v6, ones_sub,
+        ipv4_word0, ipv6_next_hop, may_answer_mac, may_answer_v4, may_answer_v6,
         partial_checksum, pseudo_sum, rst_for, rst_header_sum, rst_offset_flags, sum_range,
         transport_checksum,
     },

@@ -252,6 +252,7 @@ fn load(exempt: u32, blocked: u32) -> Result<(Datapath, f64)> {
             mode: MODE_ENFORCE,
             action: ACTION_DROP,
             generation: 1,
+            ..Config::default()
         },
         ports: BTreeSet::from([25]),
         ..KernelState::default()
