@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuHashMap},
 };
 use egress_guard_common::maps::{
-    self as shared, Attempts, Config, Counters, FragEntry, FragKey, IfaceEntry,
+    self as shared, Attempts, Config, Counters, FragEntry, FragKey, IfaceEntry, VmStats,
 };
 use thiserror::Error;
 
@@ -124,7 +124,7 @@ pub(super) fn expected_shapes(
             let map = object.maps.get(name).ok_or(MapsError::Missing(name))?;
             let max_entries = match name {
                 shared::IFACES => capacities.ifaces,
-                shared::COUNTERS | shared::ATTEMPTS => capacities.counters,
+                shared::COUNTERS => capacities.counters,
                 _ => map.max_entries(),
             };
             Ok((
@@ -177,14 +177,7 @@ pub(super) fn check_pinned(
         }
         match *name {
             shared::IFACES => found_capacities.ifaces = found.max_entries,
-            // The two per-VM maps: the smaller bounds the VMs they hold.
-            shared::COUNTERS | shared::ATTEMPTS => {
-                found_capacities.counters = if found_capacities.counters == 0 {
-                    found.max_entries
-                } else {
-                    found_capacities.counters.min(found.max_entries)
-                };
-            }
+            shared::COUNTERS => found_capacities.counters = found.max_entries,
             _ => {}
         }
     }
@@ -216,14 +209,13 @@ pub struct Maps {
     pub ports: Array<MapData, u64>,
     pub allow_v4: LpmTrie<MapData, [u8; 4], u8>,
     pub allow_v6: LpmTrie<MapData, [u8; 16], u8>,
-    pub counters: PerCpuHashMap<MapData, u64, Counters>,
+    /// Written by the programs: each VM's record on each CPU (counters,
+    /// attempts, rate-limit filters).
+    pub counters: PerCpuHashMap<MapData, u64, VmStats>,
     /// Written by the programs only: the verdicts of fragmented datagrams.
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     /// Written by the programs only: each VM's next reply time.
     pub reply_rate: HashMap<MapData, u64, u64>,
-    /// Written by the programs only: each VM's blocked connection attempts
-    /// and the fate of their events.
-    pub attempts: PerCpuHashMap<MapData, u64, Attempts>,
     /// Written by the programs only: each VM's next event time.
     pub event_rate: HashMap<MapData, u64, u64>,
 }
@@ -272,18 +264,15 @@ impl Maps {
             counters: typed(shared::COUNTERS, get(shared::COUNTERS)?)?,
             frags: typed(shared::FRAGS, get(shared::FRAGS)?)?,
             reply_rate: typed(shared::REPLY_RATE, get(shared::REPLY_RATE)?)?,
-            attempts: typed(shared::ATTEMPTS, get(shared::ATTEMPTS)?)?,
             event_rate: typed(shared::EVENT_RATE, get(shared::EVENT_RATE)?)?,
         })
     }
 
-    /// Carries the per-VM counters over from the `EG_COUNTERS` and
-    /// `EG_ATTEMPTS` of an older map set, when their layout is the same;
-    /// returns how many VMs' counters were carried.
+    /// Carries the per-VM records (counters, attempts) over from the
+    /// `EG_COUNTERS` of an older map set, when their layout is the same;
+    /// returns how many VMs' records were carried.
     pub fn carry_counters(&mut self, old_set: &std::path::Path) -> Result<usize, MapsError> {
-        let carried = carry(&mut self.counters, shared::COUNTERS, old_set)?;
-        carry(&mut self.attempts, shared::ATTEMPTS, old_set)?;
-        Ok(carried)
+        carry(&mut self.counters, shared::COUNTERS, old_set)
     }
 
     /// The counters of every VM key, summed over CPUs.
@@ -296,7 +285,7 @@ impl Maps {
             })?;
             let total: &mut Counters = totals.entry(key).or_default();
             for value in per_cpu.iter() {
-                total.add(value);
+                total.add(&value.counters);
             }
         }
         Ok(totals)
@@ -305,14 +294,14 @@ impl Maps {
     /// The blocked connection attempts of every VM key, summed over CPUs.
     pub fn attempts_by_key(&self) -> Result<std::collections::HashMap<u64, Attempts>, MapsError> {
         let mut totals = std::collections::HashMap::new();
-        for item in &self.attempts {
+        for item in &self.counters {
             let (key, per_cpu) = item.map_err(|source| MapsError::Map {
-                name: shared::ATTEMPTS,
+                name: shared::COUNTERS,
                 source,
             })?;
             let total: &mut Attempts = totals.entry(key).or_default();
             for value in per_cpu.iter() {
-                total.add(value);
+                total.add(&value.attempts);
             }
         }
         Ok(totals)

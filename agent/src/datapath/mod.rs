@@ -131,9 +131,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(shared::IFACES, capacities.ifaces)
-            .map_max_entries(shared::COUNTERS, capacities.counters)
-            // Made (when it is new) as large as the counters it sits beside.
-            .map_max_entries(shared::ATTEMPTS, capacity.counters.max(capacities.counters));
+            .map_max_entries(shared::COUNTERS, capacities.counters);
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -172,7 +170,6 @@ impl Datapath {
         let ebpf = EbpfLoader::new()
             .map_max_entries(shared::IFACES, capacities.ifaces)
             .map_max_entries(shared::COUNTERS, capacities.counters)
-            .map_max_entries(shared::ATTEMPTS, capacities.counters)
             .load(object)?;
         let mut datapath = Self::finish(ebpf)?;
         datapath.capacity = capacities;

@@ -193,7 +193,7 @@ impl Maps {
         }
     }
 
-    /// Forgets the counters (and attempt counts) of VM keys not in `keep`.
+    /// Forgets the records (counters, attempts) of VM keys not in `keep`.
     pub fn prune_counters(&mut self, keep: &BTreeSet<u64>) -> Result<usize, MapsError> {
         let stale: Vec<u64> = self
             .counters
@@ -206,19 +206,6 @@ impl Maps {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(map_err(shared::COUNTERS)(e)),
-            }
-        }
-        let stale_attempts: Vec<u64> = self
-            .attempts
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for key in &stale_attempts {
-            match self.attempts.remove(key) {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(map_err(shared::ATTEMPTS)(e)),
             }
         }
         Ok(stale.len())

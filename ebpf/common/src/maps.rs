@@ -13,18 +13,17 @@
 //! | [`PORTS`] | array[1024] | port / 64 | bitmap word (`u64`) | agent |
 //! | [`ALLOW_V4`] | LPM trie | prefix + `[u8; 4]` | `u8` (1) | agent |
 //! | [`ALLOW_V6`] | LPM trie | prefix + `[u8; 16]` | `u8` (1) | agent |
-//! | [`COUNTERS`] | per-CPU hash | VM key (`u64`) | [`Counters`] | kernel |
+//! | [`COUNTERS`] | per-CPU hash | VM key (`u64`) | [`VmStats`] | kernel |
 //! | [`FRAGS`] | LRU hash | [`FragKey`] | [`FragEntry`] | kernel |
 //! | [`REPLY_RATE`] | LRU hash | VM key (`u64`) | next reply time (`u64`, ns) | kernel |
 //! | [`EVENTS`] | ring buffer | - | [`AttemptEvent`] records | kernel (read by the agent) |
-//! | [`ATTEMPTS`] | per-CPU hash | VM key (`u64`) | [`Attempts`] | kernel |
 //! | [`EVENT_RATE`] | LRU hash | VM key (`u64`) | next event time (`u64`, ns) | kernel |
 
 /// Version of the layout of every map in this module. Pinned maps live in a
 /// directory named after it, so an agent never reuses a pinned map whose layout
 /// it does not know. Bump it whenever a type, a key, a map type or a map's
 /// meaning here changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Ingress ifindex -> what to do with packets arriving there.
 pub const IFACES: &str = "EG_IFACES";
@@ -48,16 +47,12 @@ pub const REPLY_RATE: &str = "EG_REPLY_RATE";
 /// Blocked connection attempts, one [`AttemptEvent`] a record, for the
 /// agent to log.
 pub const EVENTS: &str = "EG_EVENTS";
-/// Per-VM counts of blocked connection attempts and of the events about
-/// them that were not delivered.
-pub const ATTEMPTS: &str = "EG_ATTEMPTS";
 /// Per-VM state of the event rate limit.
 pub const EVENT_RATE: &str = "EG_EVENT_RATE";
 
 /// Every shared map, in the order the agent checks and pins them.
-pub const ALL: [&str; 11] = [
-    IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS, FRAGS, REPLY_RATE, EVENTS, ATTEMPTS,
-    EVENT_RATE,
+pub const ALL: [&str; 10] = [
+    IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS, FRAGS, REPLY_RATE, EVENTS, EVENT_RATE,
 ];
 
 /// Number of `u64` words in the [`PORTS`] bitmap.
@@ -322,6 +317,24 @@ pub struct Attempts {
     pub ring_full: u64,
 }
 
+/// Everything the programs keep about one VM on one CPU, in one per-CPU
+/// hash entry ([`COUNTERS`]): a held-back packet makes one lookup for all of
+/// it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmStats {
+    pub counters: Counters,
+    pub attempts: Attempts,
+    /// This CPU's filter in front of the VM's event rate limit (a GCRA, as
+    /// [`EVENT_RATE`]'s): the earliest time (ns, the coarse monotonic clock)
+    /// the next event is due from this CPU. An event must pass it and then
+    /// the VM's shared limit: a flood on one CPU is turned away here without
+    /// a lookup of the shared state.
+    pub event_due_ns: u64,
+    /// The same, in front of [`REPLY_RATE`].
+    pub reply_due_ns: u64,
+}
+
 impl Attempts {
     /// Adds `other` into `self` (the agent sums the per-CPU values).
     pub fn add(&mut self, other: &Attempts) {
@@ -354,6 +367,8 @@ mod user {
     unsafe impl aya::Pod for super::AttemptEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Attempts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VmStats {}
 }
 
 #[cfg(test)]
@@ -377,6 +392,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<AttemptEvent>(), 64);
         assert_eq!(core::mem::align_of::<AttemptEvent>(), 8);
         assert_eq!(core::mem::size_of::<Attempts>(), 32);
+        assert_eq!(
+            core::mem::size_of::<VmStats>(),
+            16 * reason::COUNT + 32 + 16
+        );
     }
 
     #[test]

@@ -15,11 +15,11 @@
 //! stage tells apart (each VLAN depth, each IPv6 header chain, ...): what it
 //! reads back from a map is one unknown value, not a few hundred constants.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use egress_guard_common::{
     classify::{Class, ClassKind, later_fragment_may_be_tcp},
     frag::{self, FragOutcome, PASSES},
-    maps::{Counters, FRAG_V4, FRAG_V6, FragEntry, FragKey, MODE_AUDIT, VERDICT_ALLOW, reason},
+    maps::{FRAG_V4, FRAG_V6, FragEntry, FragKey, MODE_AUDIT, VERDICT_ALLOW, reason},
     parse::{
         FragKind, IpPacket, IpVersion, PacketBytes, Ports, TransportKind, ipv4_dst,
         ipv4_source_routed, ipv4_src, ipv6_dst, ipv6_src,
@@ -29,8 +29,9 @@ use egress_guard_common::{
 use crate::{
     events,
     hook::Hook,
-    maps::{ALLOW_V4, ALLOW_V6, CONFIG, COUNTERS, FRAGS, IFACES, SCRATCH},
+    maps::{ALLOW_V4, ALLOW_V6, CONFIG, FRAGS, IFACES, SCRATCH},
     reply,
+    stats::{self, Stats},
 };
 
 /// What the hook does with the packet.
@@ -218,21 +219,23 @@ fn decide<H: Hook>(hook: &H, p: &Pending) -> Action {
 
     let config = CONFIG.get(0).copied().unwrap_or_default();
     let bytes = hook.len() as u64;
+    let stats = Stats::of(p.vm_key);
+    let now = stats::now();
     if why as usize == reason::POLICY && p.kind == KIND_HELD_PORT {
         // A connection attempt is counted and reported (audit mode too).
-        events::attempt(hook, p, config.mode == MODE_AUDIT);
+        events::attempt(hook, p, config.mode == MODE_AUDIT, &stats, now);
     }
     if config.mode == MODE_AUDIT {
         // Counted as it would have been held back; it passes.
-        count(p.vm_key, reason::AUDIT, bytes);
+        stats.count(reason::AUDIT, bytes);
         return Action::Pass;
     }
-    count(p.vm_key, why as usize, bytes);
+    stats.count(why as usize, bytes);
     // Replies answer what the policy holds back, segments that carry a TCP
     // header: not malformed packets, not later fragments, not the rest of a
     // datagram held for another reason.
     if why as usize == reason::POLICY && p.kind == KIND_HELD_PORT && p.frag != FRAG_LATER {
-        return reply::answer(hook, p, &config);
+        return reply::answer(hook, p, &config, &stats, now);
     }
     Action::Drop
 }
@@ -264,7 +267,7 @@ fn held_reason<H: Hook>(hook: &H, p: &Pending) -> u8 {
     if !frag_key(&pkt, p, &mut key) {
         return reason::MALFORMED as u8;
     }
-    let outcome = frag::first_fragment(frag_entry(&key), now(), own, header_end);
+    let outcome = frag::first_fragment(frag_entry(&key), stats::now(), own, header_end);
     remember(&key, &outcome);
     outcome.held
 }
@@ -286,19 +289,13 @@ fn later_fragment<P: PacketBytes>(pkt: &P, p: &Pending) -> u8 {
         };
     let outcome = frag::later_fragment(
         existing,
-        now(),
+        stats::now(),
         p.frag_offset,
         orphan,
         reason::MALFORMED as u8,
     );
     remember(&key, &outcome);
     outcome.held
-}
-
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
 }
 
 const FRAG_KEY_NONE: FragKey = FragKey {
@@ -379,33 +376,4 @@ fn destination_allowed<P: PacketBytes>(pkt: &P, p: &Pending) -> bool {
     // A loose or strict source route makes the destination only the first
     // hop; options are rare, so they are looked at only here.
     allowed && (ip.plain() || !ipv4_source_routed(pkt, &ip))
-}
-
-/// Adds one packet of `bytes` to the VM's counter for `why` on this CPU.
-#[inline(always)]
-pub fn count(vm_key: u64, why: usize, bytes: u64) {
-    let counters = match COUNTERS.get_ptr_mut(vm_key) {
-        Some(c) => c,
-        None => {
-            // First held-back packet of this VM since the agent last reset
-            // its counters. A concurrent insert on another CPU is fine.
-            let _ = COUNTERS.insert(vm_key, Counters::default(), BPF_NOEXIST.into());
-            match COUNTERS.get_ptr_mut(vm_key) {
-                Some(c) => c,
-                None => return,
-            }
-        }
-    };
-    if why < reason::COUNT {
-        // SAFETY: a per-CPU value, written only from this CPU, with
-        // preemption disabled while the program runs.
-        unsafe {
-            (*counters).packets[why] += 1;
-            (*counters).bytes[why] += bytes;
-            #[cfg(feature = "upgrade-canary")]
-            {
-                (*counters).packets[reason::COUNT - 1] += 1;
-            }
-        }
-    }
 }

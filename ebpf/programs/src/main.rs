@@ -22,6 +22,7 @@ mod hook;
 mod maps;
 mod packet;
 mod reply;
+mod stats;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},

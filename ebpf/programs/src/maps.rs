@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use egress_guard_common::maps::{
-    ALLOW_CAPACITY, Config, Counters, DEFAULT_COUNTERS_CAPACITY, DEFAULT_IFACES_CAPACITY,
-    FRAGS_CAPACITY, FragEntry, FragKey, IfaceEntry, PORT_WORDS, REPLY_RATE_CAPACITY,
+    ALLOW_CAPACITY, Config, DEFAULT_COUNTERS_CAPACITY, DEFAULT_IFACES_CAPACITY, FRAGS_CAPACITY,
+    FragEntry, FragKey, IfaceEntry, PORT_WORDS, REPLY_RATE_CAPACITY, VmStats,
 };
 
 use crate::guard::Pending;
@@ -33,10 +33,11 @@ pub static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(ALLOW_CAPA
 #[map(name = "EG_ALLOW_V6")]
 pub static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_CAPACITY, 0);
 
-/// Entries are created by the programs on a VM's first held-back packet, so
-/// only VMs that tried cost memory (per CPU).
+/// Each VM's record (`stats::Stats`): counters, attempts, rate-limit
+/// filters. Entries are created by the programs on a VM's first held-back
+/// packet, so only VMs that tried cost memory (per CPU).
 #[map(name = "EG_COUNTERS")]
-pub static COUNTERS: PerCpuHashMap<u64, Counters> =
+pub static COUNTERS: PerCpuHashMap<u64, VmStats> =
     PerCpuHashMap::with_max_entries(DEFAULT_COUNTERS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// The verdicts of fragmented datagrams (see `egress_guard_common::frag`).

@@ -8,23 +8,22 @@
 //! built as a byte array on the stack would cost a stack slot a byte.
 //! The field values and checksums come from `egress_guard_common::reply`.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_guard_common::{
     maps::{ACTION_ICMP, ACTION_RESET, Config, reason},
     parse::{IPV4_HLEN, IPV6_HLEN, PacketBytes, TCP_HLEN, TcpHeader},
     reply::{
         ICMP_HLEN, ICMP4_PROTO, ICMP4_QUOTE_MAX, ICMP6_PROTO, ICMP6_QUOTE_MAX, IPV6_WORD0,
         RST_PROTO, fold, icmp_type_code, ipv4_frag_word, ipv4_header_checksum, ipv4_ttl_proto,
-        ipv4_word0, ipv6_next_hop, may_answer_mac, may_answer_v4, may_answer_v6,
-        partial_checksum, pseudo_sum, rst_for, rst_header_sum, rst_offset_flags, sum_range,
-        transport_checksum,
+        ipv4_word0, ipv6_next_hop, may_answer_mac, may_answer_v4, may_answer_v6, partial_checksum,
+        pseudo_sum, rst_for, rst_header_sum, rst_offset_flags, sum_range, transport_checksum,
     },
 };
 
 use crate::{
-    guard::{Action, Pending, count},
+    guard::{Action, Pending},
     hook::Hook,
     maps::REPLY_RATE,
+    stats::Stats,
 };
 
 /// TOS of the ICMP errors: internetwork control, as Linux sends them.
@@ -34,12 +33,13 @@ const ICMP_TOS: u8 = 0xc0;
 /// policy's action says, within the VM's reply rate. Whatever cannot be
 /// answered is dropped.
 #[inline(always)]
-pub fn answer<H: Hook>(hook: &H, p: &Pending, config: &Config) -> Action {
+pub fn answer<H: Hook>(hook: &H, p: &Pending, config: &Config, stats: &Stats, now: u64) -> Action {
+    let rate = Rate { config, stats, now };
     // The reply's length, or 0 when none was made.
     let sent = match config.action {
         // A reset needs the whole segment's length: not for fragments.
-        ACTION_RESET if !p.is_fragment() => reset(hook, p, config),
-        ACTION_ICMP => icmp(hook, p, config),
+        ACTION_RESET if !p.is_fragment() => reset(hook, p, &rate),
+        ACTION_ICMP => icmp(hook, p, &rate),
         _ => 0,
     };
     if sent == 0 {
@@ -50,38 +50,16 @@ pub fn answer<H: Hook>(hook: &H, p: &Pending, config: &Config) -> Action {
     } else {
         reason::ICMP_SENT
     };
-    count(p.vm_key, why, sent as u64);
+    stats.count(why, sent as u64);
     Action::Reply
 }
 
-/// Whether the VM may get one more reply now (and takes it). A GCRA: a
-/// reply is due every `reply_interval_ns`, and up to `reply_burst` may come
-/// early. Concurrent CPUs can each let one through at the limit.
-#[inline(always)]
-fn within_rate(p: &Pending, config: &Config) -> bool {
-    let interval = config.reply_interval_ns;
-    if interval == 0 {
-        return false;
-    }
-    let burst = if config.reply_burst == 0 {
-        1
-    } else {
-        config.reply_burst as u64
-    };
-    let tolerance = interval * (burst - 1);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let due = match REPLY_RATE.get_ptr(p.vm_key) {
-        // SAFETY: a map value pointer, read at once.
-        Some(v) => unsafe { core::ptr::read_volatile(v) },
-        None => now,
-    };
-    let due = if due > now { due } else { now };
-    if due - now > tolerance {
-        return false;
-    }
-    let _ = REPLY_RATE.insert(p.vm_key, due + interval, 0);
-    true
+/// What the reply rate limit needs: the settings, the VM's record on this
+/// CPU, the time.
+struct Rate<'a> {
+    config: &'a Config,
+    stats: &'a Stats,
+    now: u64,
 }
 
 /// Everything a reply needs before the frame changes: the sender may be
@@ -89,7 +67,7 @@ fn within_rate(p: &Pending, config: &Config) -> bool {
 /// is counted). Sets `addr_sum` to the sum of the two IP addresses, for the
 /// checksums.
 #[inline(always)]
-fn may_reply<P: PacketBytes>(pkt: &P, p: &Pending, config: &Config, addr_sum: &mut u64) -> bool {
+fn may_reply<P: PacketBytes>(pkt: &P, p: &Pending, rate: &Rate, addr_sum: &mut u64) -> bool {
     let Some([src_mac, _]) = pkt.bytes::<2>(6) else {
         return false;
     };
@@ -125,8 +103,18 @@ fn may_reply<P: PacketBytes>(pkt: &P, p: &Pending, config: &Config, addr_sum: &m
         }
         sum = src as u64 + dst as u64;
     }
-    if !within_rate(p, config) {
-        count(p.vm_key, reason::RATE_LIMITED, pkt.packet_len() as u64);
+    // A reply is due every `reply_interval_ns`, and up to `reply_burst` may
+    // come early.
+    let config = rate.config;
+    if !rate.stats.reply_due(
+        &REPLY_RATE,
+        p.vm_key,
+        rate.now,
+        config.reply_interval_ns,
+        config.reply_burst as u64,
+    ) {
+        rate.stats
+            .count(reason::RATE_LIMITED, pkt.packet_len() as u64);
         return false;
     }
     *addr_sum = sum;
@@ -166,7 +154,7 @@ fn swap_macs<H: Hook>(hook: &H, from: usize) -> bool {
 /// was (so that a checksum the kernel still has to complete lands on the
 /// RST's). Returns the reply's length (0: none).
 #[inline(always)]
-fn reset<H: Hook>(hook: &H, p: &Pending, config: &Config) -> usize {
+fn reset<H: Hook>(hook: &H, p: &Pending, rate: &Rate) -> usize {
     let ip = p.ip();
     // Rewriting options or extension headers into a reply would mean
     // echoing (or rebuilding) source routes: such SYNs are only dropped.
@@ -187,7 +175,7 @@ fn reset<H: Hook>(hook: &H, p: &Pending, config: &Config) -> usize {
     let payload = (p.ip_end as usize - segment_end) as u32;
     let rst = rst_for(&syn, payload);
     let mut addr_sum = 0;
-    if !rst.is_reset() || !may_reply(&pkt, p, config, &mut addr_sum) {
+    if !rst.is_reset() || !may_reply(&pkt, p, rate, &mut addr_sum) {
         return 0;
     }
 
@@ -252,7 +240,7 @@ fn swap_words<H: Hook>(hook: &H, a: usize, b: usize) -> bool {
 /// quote stays where it is and the frame is cut at its end. Returns the
 /// reply's length (0: none).
 #[inline(always)]
-fn icmp<H: Hook>(hook: &H, p: &Pending, config: &Config) -> usize {
+fn icmp<H: Hook>(hook: &H, p: &Pending, rate: &Rate) -> usize {
     let l3 = p.l3_off as usize;
     let l4 = p.l4_off as usize;
     let v6 = p.is_v6();
@@ -278,7 +266,7 @@ fn icmp<H: Hook>(hook: &H, p: &Pending, config: &Config) -> usize {
     }
     let pkt = hook.packet();
     let mut addr_sum = 0;
-    if !may_reply(&pkt, p, config, &mut addr_sum) {
+    if !may_reply(&pkt, p, rate, &mut addr_sum) {
         return 0;
     }
 
