@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use chrono::{DateTime, SubsecRound as _, Utc};
 use egress_guard_common::maps::{Counters, IfaceEntry, VERDICT_ALLOW, VERDICT_BLOCK, reason};
 use egress_guard_tests::netns::{
@@ -370,17 +370,9 @@ fn iface_entries(pin_dir: &Path) -> Result<BTreeMap<u32, IfaceEntry>> {
 
 /// A VM's counters in the pinned `EG_COUNTERS` map in use, summed over CPUs.
 fn counters(pin_dir: &Path, vm_key: u64) -> Result<Counters> {
-    let path = pin_dir.join("maps").join("EG_COUNTERS");
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map: PerCpuHashMap<MapData, u64, Counters> =
-        PerCpuHashMap::try_from(Map::from_map_data(data)?)?;
-    let mut total = Counters::default();
-    if let Ok(values) = map.get(&vm_key, 0) {
-        for v in values.iter() {
-            total.add(v);
-        }
-    }
-    Ok(total)
+    let maps =
+        egress_guard::datapath::Maps::open_pinned(&egress_guard::datapath::PinDir::new(pin_dir))?;
+    Ok(maps.counters_by_key()?.remove(&vm_key).unwrap_or_default())
 }
 
 /// The map set `<pin dir>/maps` points at.

@@ -16,8 +16,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::maps::{Map, MapData, PerCpuHashMap};
-use egress_guard_common::maps::{COUNTERS, Counters, reason};
+use egress_guard_common::maps::reason;
 use egress_guard_netns::{Netns, SynCapture, SynStream, attachments, topology::SINK_V4};
 
 use crate::{
@@ -217,19 +216,14 @@ fn nft_counter_packets(v: &serde_json::Value) -> u64 {
 
 /// Packets egress-guard counted held back by policy, every VM, every CPU.
 fn guard_held(pin_dir: &Path) -> Result<u64> {
-    let path = pin_dir.join("maps").join(COUNTERS);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map: PerCpuHashMap<MapData, u64, Counters> =
-        PerCpuHashMap::try_from(Map::from_map_data(data)?)?;
-    let mut total = 0;
-    for item in &map {
-        let (_, per_cpu) = item?;
-        total += per_cpu
-            .iter()
-            .map(|c| c.packets[reason::POLICY])
-            .sum::<u64>();
-    }
-    Ok(total)
+    let maps =
+        egress_guard::datapath::Maps::open_pinned(&egress_guard::datapath::PinDir::new(pin_dir))
+            .with_context(|| format!("opening the maps pinned in {}", pin_dir.display()))?;
+    Ok(maps
+        .counters_by_key()?
+        .values()
+        .map(|c| c.packets[reason::POLICY])
+        .sum())
 }
 
 /// What holds the flood back while it is in scope.
