@@ -197,6 +197,15 @@ impl ThreadNetns {
         self.ifindex(a)
     }
 
+    /// Adds a veth pair whose end `a` has ifindex `index`.
+    pub fn veth_at(&self, a: &str, b: &str, index: u32) -> u32 {
+        let index = index.to_string();
+        self.run(&[
+            "ip", "link", "add", a, "index", &index, "type", "veth", "peer", b,
+        ]);
+        self.ifindex(a)
+    }
+
     pub fn ifindex(&self, ifname: &str) -> u32 {
         let out = self.run(&["cat", &format!("/sys/class/net/{ifname}/ifindex")]);
         out.trim().parse().expect("ifindex")

@@ -26,7 +26,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use chrono::{DateTime, SubsecRound as _, Utc};
 use egress_guard_common::maps::{Counters, IfaceEntry, VERDICT_ALLOW, VERDICT_BLOCK, reason};
 use egress_guard_tests::netns::{
@@ -354,18 +353,12 @@ fn status_interfaces<'a>(doc: &'a Value, name: &str, index: u32) -> Vec<&'a Valu
         .unwrap_or_default()
 }
 
-/// The entries of the pinned `EG_IFACES` map in use.
+/// The interface entries of the pinned map set in use (`EG_IFACE_SLOTS`
+/// and `EG_IFACES`), as the agent's own `Maps` reads them.
 fn iface_entries(pin_dir: &Path) -> Result<BTreeMap<u32, IfaceEntry>> {
-    let path = pin_dir.join("maps").join("EG_IFACES");
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let map: BpfHashMap<MapData, u32, IfaceEntry> =
-        BpfHashMap::try_from(Map::from_map_data(data)?)?;
-    let mut out = BTreeMap::new();
-    for item in &map {
-        let (k, v) = item?;
-        out.insert(k, v);
-    }
-    Ok(out)
+    let maps =
+        egress_guard::datapath::Maps::open_pinned(&egress_guard::datapath::PinDir::new(pin_dir))?;
+    Ok(maps.read_state()?.ifaces)
 }
 
 /// A VM's counters in the pinned `EG_COUNTERS` map in use, summed over CPUs.

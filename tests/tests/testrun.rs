@@ -19,8 +19,8 @@ use egress_guard::datapath::Datapath;
 use egress_guard_common::{
     craft::{Frame, HOST_MAC, VM_MAC, addr::*},
     maps::{
-        ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, Counters, IfaceEntry, MODE_AUDIT,
-        MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK, reason,
+        ACTION_DROP, ACTION_ICMP, ACTION_RESET, Config, Counters, IFACE_SLOT_COUNT, IfaceEntry,
+        MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK, reason,
     },
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -44,6 +44,11 @@ struct Bench {
     exempt: u32,
     blocked: u32,
     unlisted: u32,
+    /// The same three with an ifindex beyond `EG_IFACE_SLOTS`, whose entries
+    /// are in the `EG_IFACES` hash.
+    exempt_high: u32,
+    blocked_high: u32,
+    unlisted_high: u32,
 }
 
 impl Bench {
@@ -52,6 +57,10 @@ impl Bench {
         let exempt = netns.veth("exempt0", "exempt1");
         let blocked = netns.veth("blocked0", "blocked1");
         let unlisted = netns.veth("other0", "other1");
+        let high = IFACE_SLOT_COUNT + 1000;
+        let exempt_high = netns.veth_at("exempth0", "exempth1", high);
+        let blocked_high = netns.veth_at("blockedh0", "blockedh1", high + 1);
+        let unlisted_high = netns.veth_at("otherh0", "otherh1", high + 2);
         let datapath = testrun::load(
             config,
             &[25, 465],
@@ -59,6 +68,8 @@ impl Bench {
             &[
                 (exempt, EXEMPT_KEY, VERDICT_ALLOW),
                 (blocked, BLOCKED_KEY, VERDICT_BLOCK),
+                (exempt_high, EXEMPT_KEY, VERDICT_ALLOW),
+                (blocked_high, BLOCKED_KEY, VERDICT_BLOCK),
             ],
         );
         Self {
@@ -67,6 +78,9 @@ impl Bench {
             exempt,
             blocked,
             unlisted,
+            exempt_high,
+            blocked_high,
+            unlisted_high,
         }
     }
 
@@ -610,7 +624,10 @@ fn corpus() -> Vec<Case> {
 #[test]
 fn the_corpus_gets_its_exact_verdicts_on_each_interface_and_hook() {
     let mut bench = Bench::enforce(ACTION_DROP);
-    let (exempt, blocked, unlisted) = (bench.exempt, bench.blocked, bench.unlisted);
+    // Each role twice: an ifindex in `EG_IFACE_SLOTS`, one in `EG_IFACES`.
+    let exempt = [bench.exempt, bench.exempt_high];
+    let blocked = [bench.blocked, bench.blocked_high];
+    let unlisted = [bench.unlisted, bench.unlisted_high];
     let corpus = corpus();
     let packets: usize = corpus.iter().map(|c| c.steps.len()).sum();
     assert!(packets >= 45, "the corpus has {packets} packets");
@@ -621,12 +638,14 @@ fn the_corpus_gets_its_exact_verdicts_on_each_interface_and_hook() {
             for (i, step) in case.steps.iter().enumerate() {
                 let what = format!("{} (packet {}, {hook:?})", case.name, i + 1);
                 // The exempt VM's traffic passes unparsed, whatever it is.
-                assert_eq!(
-                    bench.run(hook, exempt, &step.frame).verdict,
-                    Verdict::Pass,
-                    "exempt: {what}"
-                );
-                for ifindex in [blocked, unlisted] {
+                for ifindex in exempt {
+                    assert_eq!(
+                        bench.run(hook, ifindex, &step.frame).verdict,
+                        Verdict::Pass,
+                        "exempt {ifindex}: {what}"
+                    );
+                }
+                for ifindex in blocked.into_iter().chain(unlisted) {
                     let out = bench.run(hook, ifindex, &step.frame);
                     assert_eq!(out.verdict, step.verdict, "{ifindex}: {what}");
                     if out.verdict == Verdict::Pass {
@@ -638,8 +657,9 @@ fn the_corpus_gets_its_exact_verdicts_on_each_interface_and_hook() {
                 }
                 if let Some(why) = step.counted {
                     assert_eq!(step.verdict, Verdict::Drop, "{what}");
-                    expected.packets[why] += 1;
-                    expected.bytes[why] += step.frame.len() as u64;
+                    // Once on each of the two interfaces of each role.
+                    expected.packets[why] += 2;
+                    expected.bytes[why] += 2 * step.frame.len() as u64;
                 }
                 assert_eq!(
                     bench.counters(BLOCKED_KEY),

@@ -12,12 +12,14 @@ use egress_guard_common::maps::{
 };
 use thiserror::Error;
 
-use super::{DatapathError, PinDir};
+use super::{DatapathError, PinDir, slots::IfaceSlots};
 
 #[derive(Debug, Error)]
 pub enum MapsError {
     #[error("the kernel object declares no map {0}")]
     Missing(&'static str),
+    #[error("map {0} is not an array")]
+    NotAnArray(&'static str),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -204,6 +206,9 @@ fn pinned_shape(path: &std::path::Path) -> Result<MapShape, MapsError> {
 
 /// The shared maps, typed.
 pub struct Maps {
+    /// Interfaces below `IFACE_SLOT_COUNT`, mapped into memory.
+    pub slots: IfaceSlots,
+    /// Interfaces from `IFACE_SLOT_COUNT` on.
     pub ifaces: HashMap<MapData, u32, IfaceEntry>,
     pub config: Array<MapData, Config>,
     pub ports: Array<MapData, u64>,
@@ -255,7 +260,16 @@ impl Maps {
         {
             T::try_from(map).map_err(|source| MapsError::Map { name, source })
         }
+        let Map::Array(slots) = get(shared::IFACE_SLOTS)? else {
+            return Err(MapsError::NotAnArray(shared::IFACE_SLOTS));
+        };
+        let slots =
+            IfaceSlots::map(slots, shared::IFACE_SLOT_COUNT).map_err(|source| MapsError::Map {
+                name: shared::IFACE_SLOTS,
+                source,
+            })?;
         Ok(Self {
+            slots,
             ifaces: typed(shared::IFACES, get(shared::IFACES)?)?,
             config: typed(shared::CONFIG, get(shared::CONFIG)?)?,
             ports: typed(shared::PORTS, get(shared::PORTS)?)?,

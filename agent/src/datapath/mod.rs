@@ -8,6 +8,7 @@
 pub mod links;
 pub mod maps;
 pub mod pins;
+pub mod slots;
 pub mod sync;
 pub mod sys;
 

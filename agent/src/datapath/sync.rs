@@ -98,6 +98,7 @@ impl Maps {
                 .map_err(|_| map_err(shared::ALLOW_V6)(MapError::KeyNotFound))?;
             state.allow_v6.insert(net);
         }
+        state.ifaces.extend(self.slots.entries());
         for item in &self.ifaces {
             let (ifindex, entry) = item.map_err(map_err(shared::IFACES))?;
             state.ifaces.insert(ifindex, entry);
@@ -158,11 +159,9 @@ impl Maps {
         }
 
         // 3. Interfaces, each entry replaced whole.
-        for (ifindex, entry) in &desired.ifaces {
-            if actual.ifaces.get(ifindex) != Some(entry) {
-                self.ifaces
-                    .insert(ifindex, entry, 0)
-                    .map_err(map_err(shared::IFACES))?;
+        for (&ifindex, &entry) in &desired.ifaces {
+            if actual.ifaces.get(&ifindex) != Some(&entry) {
+                self.set_interface(ifindex, entry)?;
                 report.written += 1;
             }
         }
@@ -179,6 +178,10 @@ impl Maps {
 
     /// Writes (or replaces) one interface's entry.
     pub fn set_interface(&mut self, ifindex: u32, entry: IfaceEntry) -> Result<(), MapsError> {
+        if self.slots.covers(ifindex) {
+            self.slots.set(ifindex, entry);
+            return Ok(());
+        }
         self.ifaces
             .insert(ifindex, entry, 0)
             .map_err(map_err(shared::IFACES))
@@ -186,6 +189,9 @@ impl Maps {
 
     /// Removes an interface's entry (after its program was taken off).
     pub fn remove_interface(&mut self, ifindex: u32) -> Result<bool, MapsError> {
+        if self.slots.covers(ifindex) {
+            return Ok(self.slots.clear(ifindex));
+        }
         match self.ifaces.remove(&ifindex) {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),

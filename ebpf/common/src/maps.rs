@@ -8,7 +8,8 @@
 //!
 //! | map | type | key | value | written by |
 //! |---|---|---|---|---|
-//! | [`IFACES`] | hash | ingress ifindex (`u32`) | [`IfaceEntry`] | agent |
+//! | [`IFACE_SLOTS`] | array[65536], mmapable | ingress ifindex (`u32`) below [`IFACE_SLOT_COUNT`] | [`IfaceEntry`] | agent |
+//! | [`IFACES`] | hash | ingress ifindex (`u32`) from [`IFACE_SLOT_COUNT`] on | [`IfaceEntry`] | agent |
 //! | [`CONFIG`] | array[1] | `0u32` | [`Config`] | agent |
 //! | [`PORTS`] | array[1024] | port / 64 | bitmap word (`u64`) | agent |
 //! | [`ALLOW_V4`] | LPM trie | prefix + `[u8; 4]` | `u8` (1) | agent |
@@ -25,7 +26,13 @@
 /// meaning here changes.
 pub const LAYOUT_VERSION: u32 = 3;
 
-/// Ingress ifindex -> what to do with packets arriving there.
+/// Ingress ifindex (below [`IFACE_SLOT_COUNT`]) -> what to do with packets
+/// arriving there: an array the programs index directly, the agent writes
+/// through a mapping of it. An entry whose verdict is 0 is no entry.
+pub const IFACE_SLOTS: &str = "EG_IFACE_SLOTS";
+/// Ingress ifindex (from [`IFACE_SLOT_COUNT`] on) -> what to do with
+/// packets arriving there. Interface indexes grow as interfaces come and go
+/// (a VM start is a new tap); those beyond the array are looked up here.
 pub const IFACES: &str = "EG_IFACES";
 /// Global settings of the policy in force (one entry, index 0).
 pub const CONFIG: &str = "EG_CONFIG";
@@ -51,9 +58,23 @@ pub const EVENTS: &str = "EG_EVENTS";
 pub const EVENT_RATE: &str = "EG_EVENT_RATE";
 
 /// Every shared map, in the order the agent checks and pins them.
-pub const ALL: [&str; 10] = [
-    IFACES, CONFIG, PORTS, ALLOW_V4, ALLOW_V6, COUNTERS, FRAGS, REPLY_RATE, EVENTS, EVENT_RATE,
+pub const ALL: [&str; 11] = [
+    IFACE_SLOTS,
+    IFACES,
+    CONFIG,
+    PORTS,
+    ALLOW_V4,
+    ALLOW_V6,
+    COUNTERS,
+    FRAGS,
+    REPLY_RATE,
+    EVENTS,
+    EVENT_RATE,
 ];
+
+/// Entries of [`IFACE_SLOTS`]: interfaces with a smaller ifindex cost the
+/// programs an array lookup, not a hash lookup. 1 MiB.
+pub const IFACE_SLOT_COUNT: u32 = 65536;
 
 /// Number of `u64` words in the [`PORTS`] bitmap.
 pub const PORT_WORDS: u32 = 1024;

@@ -19,7 +19,9 @@ use aya_ebpf::maps::lpm_trie::Key;
 use egress_guard_common::{
     classify::{Class, ClassKind, later_fragment_may_be_tcp},
     frag::{self, FragOutcome, PASSES},
-    maps::{FRAG_V4, FRAG_V6, FragEntry, FragKey, MODE_AUDIT, VERDICT_ALLOW, reason},
+    maps::{
+        FRAG_V4, FRAG_V6, FragEntry, FragKey, IFACE_SLOT_COUNT, MODE_AUDIT, VERDICT_ALLOW, reason,
+    },
     parse::{
         FragKind, IpPacket, IpVersion, PacketBytes, Ports, TransportKind, ipv4_dst,
         ipv4_source_routed, ipv4_src, ipv6_dst, ipv6_src,
@@ -29,7 +31,7 @@ use egress_guard_common::{
 use crate::{
     events,
     hook::Hook,
-    maps::{ALLOW_V4, ALLOW_V6, CONFIG, FRAGS, IFACES, SCRATCH},
+    maps::{ALLOW_V4, ALLOW_V6, CONFIG, FRAGS, IFACE_SLOTS, IFACES, SCRATCH},
     reply,
     stats::{self, Stats},
 };
@@ -159,9 +161,14 @@ pub fn guard<H: Hook>(hook: &H) -> Action {
     // 1. Identity: the interface the packet came in on. An allowed VM's
     //    traffic passes here, unparsed. An interface with no entry is
     //    treated as blocked: the agent writes the entry before it attaches.
-    // SAFETY: IFACES is not preallocated, so the entry is not recycled while
-    // we read it.
-    let (verdict, vm_key) = match unsafe { IFACES.get(ifindex) } {
+    let entry = if ifindex < IFACE_SLOT_COUNT {
+        IFACE_SLOTS.get(ifindex)
+    } else {
+        // SAFETY: IFACES is not preallocated, so the entry is not recycled
+        // while we read it.
+        unsafe { IFACES.get(ifindex) }
+    };
+    let (verdict, vm_key) = match entry {
         Some(entry) => (entry.verdict, entry.vm_key),
         None => (0, 0),
     };

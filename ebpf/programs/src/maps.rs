@@ -3,17 +3,25 @@
 //! maps from the policy at load time.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use egress_guard_common::maps::{
     ALLOW_CAPACITY, Config, DEFAULT_COUNTERS_CAPACITY, DEFAULT_IFACES_CAPACITY, FRAGS_CAPACITY,
-    FragEntry, FragKey, IfaceEntry, PORT_WORDS, REPLY_RATE_CAPACITY, VmStats,
+    FragEntry, FragKey, IFACE_SLOT_COUNT, IfaceEntry, PORT_WORDS, REPLY_RATE_CAPACITY, VmStats,
 };
 
 use crate::guard::Pending;
 
+/// The entries of interfaces whose ifindex is below `IFACE_SLOT_COUNT`,
+/// indexed by it. Mmapable: the agent writes and scans it in place.
+#[map(name = "EG_IFACE_SLOTS")]
+pub static IFACE_SLOTS: Array<IfaceEntry> =
+    Array::with_max_entries(IFACE_SLOT_COUNT, BPF_F_MMAPABLE);
+
+/// The entries of interfaces with a larger ifindex.
+///
 /// Not preallocated: an entry replaced by the agent is freed only after an RCU
 /// grace period, so a program that looked it up never reads a recycled
 /// element (preallocated hash maps reuse them at once).
