@@ -5,10 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
-use egress_guard::{
-    cmd::{self, DEFAULT_PIN_DIR, Format, Location},
-    policy::PolicyError,
-};
+use egress_guard::cmd::{self, DEFAULT_PIN_DIR, Format, Location};
 
 #[derive(Parser)]
 #[command(
@@ -110,13 +107,6 @@ fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn policy_exit(e: &PolicyError) -> u8 {
-    match e {
-        PolicyError::Invalid(_) => 2,
-        PolicyError::Io { .. } => 1,
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -149,12 +139,10 @@ fn main() -> ExitCode {
         }
         Command::Check { policy, at, format } => {
             init_logs(LogFormat::Text, "warn");
-            match cmd::check::check(&policy, at.unwrap_or_else(Utc::now), format) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(policy_exit(&e), &e),
+            let mut stdout = std::io::stdout().lock();
+            match cmd::check::check(&policy, at.unwrap_or_else(Utc::now), format, &mut stdout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.exit_code(), &e),
             }
         }
         Command::Status {

@@ -1,35 +1,48 @@
 //! `egress-guard check`: validate a policy and print each VM's verdict and
 //! reason at a given time, without touching the kernel.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, io::Write, path::Path};
 
 use chrono::{DateTime, Utc};
+use thiserror::Error;
 
 use super::Format;
 use crate::policy::{self, PolicyError, report};
 
-/// Prints the verdicts of the policy at `path` at time `at`.
-pub fn check(path: &Path, at: DateTime<Utc>, format: Format) -> Result<String, PolicyError> {
+#[derive(Debug, Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("writing the report: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+impl CheckError {
+    /// 2 for an invalid policy, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CheckError::Policy(PolicyError::Invalid(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Writes the verdicts of the policy at `path` at time `at` to `out`.
+pub fn check(
+    path: &Path,
+    at: DateTime<Utc>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CheckError> {
     let policy = policy::load(path)?;
     let no_observations = HashMap::new();
-    let desired = policy::evaluate(
-        &policy,
-        &policy::Facts {
-            now: at,
-            interface_created: &no_observations,
-        },
-    );
-    Ok(match format {
-        Format::Table => report::table(&desired),
-        Format::Json => {
-            let mut json = report::json(&desired, at);
-            json["policy"] = serde_json::json!({
-                "path": path,
-                "hash": policy.hash,
-            });
-            let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
-            text.push('\n');
-            text
-        }
-    })
+    let facts = policy::Facts {
+        now: at,
+        interface_created: &no_observations,
+    };
+    match format {
+        Format::Table => report::write_table(out, &policy, &facts),
+        Format::Json => report::write_json(out, &policy, &facts, path),
+    }
+    .map_err(CheckError::Write)
 }

@@ -2,19 +2,28 @@
 //! file"), and decides each VM's verdict at a time (SPEC, "A VM's verdict at
 //! time T"). Pure: no kernel, no clock; [`load`] is the only I/O.
 //!
-//! Reading is two steps. serde (`serde_norway`) reads the structure into
-//! [`raw`] types that keep every scalar as text ([`stream`] feeds it one item
-//! at a time, so that a large file does not need many times its size in
-//! memory); [`validate`] then checks every value and reports every problem.
-//! Lines and columns are looked up ([`locate`]) only when there is an error
-//! to report, so a large valid file costs no location table.
+//! Reading is two steps. The structure is read into [`raw`] types that keep
+//! every scalar as text: by [`fast`] when the VMs are written plainly (a
+//! line at a time, no YAML parser), else by [`stream`] (serde_norway, one
+//! item at a time, so that a large file does not need many times its size in
+//! memory), else by serde_norway's own reader (for its precise errors).
+//! [`validate`] then checks every value and reports every problem. Lines and
+//! columns are looked up ([`locate`]) only when there is an error to report,
+//! so a large valid file costs no location table. A changed file is read
+//! VM by VM when only VMs changed ([`update`]).
+//!
+//! The verdicts come in two forms: [`Verdicts`], a byte a VM (what the
+//! agent keeps), and [`Desired`], every VM with its reason; a reason is
+//! found again when it is asked for ([`Policy::decide`]).
 
+mod fast;
 mod locate;
 mod model;
 mod offers;
 mod raw;
 pub mod report;
 mod stream;
+mod update;
 mod validate;
 mod verdict;
 
@@ -34,10 +43,11 @@ pub use model::{
     Mode, Offer, Policy, Restricted, Subscription, Verdict, Vm,
 };
 pub use offers::BUILTIN_OFFERS;
+pub use update::Change;
 pub use validate::{MAX_IFNAME, check_ifname, parse_date, parse_prefix, parse_time};
 pub use verdict::{
-    Desired, Facts, InterfaceVerdict, Reason, Restriction, Since, UNKNOWN_INTERFACE_CODE,
-    VmVerdict, evaluate, fmt_time,
+    Desired, Enforced, Facts, InterfaceVerdict, Reason, Restriction, Since, UNKNOWN_INTERFACE_CODE,
+    Verdicts, VmVerdict, evaluate, fmt_time, unknown_reason, verdicts,
 };
 
 /// One problem in a policy file, at a 1-based line and column.
@@ -94,39 +104,75 @@ impl PolicyError {
 /// Reads and validates the policy at `path`. Messages name the file as
 /// `path` is given.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
+    from_vec(path, read(path)?)
+}
+
+/// The bytes of the policy file at `path`.
+pub fn read(path: &Path) -> Result<Vec<u8>, PolicyError> {
+    std::fs::read(path).map_err(|source| PolicyError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    from_bytes(path, &bytes)
+    })
 }
 
 /// Parses a policy file's bytes, already read from `path` (which is only
 /// used in messages).
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
-    let file = path.display().to_string();
     match std::str::from_utf8(bytes) {
-        Ok(text) => parse(&file, text),
-        Err(e) => {
-            let valid = &bytes[..e.valid_up_to()];
-            let line = valid.split(|b| *b == b'\n').count();
-            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..])
-                .chars()
-                .count()
-                + 1;
-            Err(PolicyError::Invalid(vec![Diagnostic {
-                file,
-                line,
-                column,
-                message: "the policy file is not UTF-8 text".to_owned(),
-            }]))
-        }
+        Ok(text) => parse(&path.display().to_string(), text),
+        Err(e) => Err(not_utf8(path, bytes, &e)),
     }
+}
+
+/// Parses a policy file's bytes, already read from `path`; the policy keeps
+/// them, so that a later version of the file can be read VM by VM
+/// ([`Policy::update`]).
+pub fn from_vec(path: &Path, bytes: Vec<u8>) -> Result<Policy, PolicyError> {
+    from_vec_hashed(path, bytes, None)
+}
+
+/// [`from_vec`], the sha256 of the bytes given if it is known.
+fn from_vec_hashed(
+    path: &Path,
+    bytes: Vec<u8>,
+    hash: Option<String>,
+) -> Result<Policy, PolicyError> {
+    let text =
+        String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes(), &e.utf8_error()))?;
+    let (mut policy, layout) = parse_text(&path.display().to_string(), &text, hash)?;
+    if let Some(layout) = layout {
+        policy.source = Some(update::Source { text, layout });
+    }
+    Ok(policy)
+}
+
+fn not_utf8(path: &Path, bytes: &[u8], e: &std::str::Utf8Error) -> PolicyError {
+    let valid = &bytes[..e.valid_up_to()];
+    let line = valid.split(|b| *b == b'\n').count();
+    let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&valid[line_start..])
+        .chars()
+        .count()
+        + 1;
+    PolicyError::Invalid(vec![Diagnostic {
+        file: path.display().to_string(),
+        line,
+        column,
+        message: "the policy file is not UTF-8 text".to_owned(),
+    }])
 }
 
 /// Validates the policy text `text`; `file` names it in messages.
 pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    parse_text(file, text, None).map(|(policy, _)| policy)
+}
+
+/// The policy of `text`, and where its VMs are when [`fast`] read it.
+fn parse_text(
+    file: &str,
+    text: &str,
+    hash: Option<String>,
+) -> Result<(Policy, Option<fast::Layout>), PolicyError> {
     let diagnostic = |pos: locate::Pos, message: String| Diagnostic {
         file: file.to_owned(),
         line: pos.line,
@@ -139,21 +185,29 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
             "the policy file is empty; it needs at least `version: 1`".to_owned(),
         )]));
     }
-    // The streaming reader for a well-formed file; serde_norway's own (which
-    // holds the whole document) for its precise errors otherwise.
+    // The line reader for plainly written VMs; the streaming reader for any
+    // other well-formed file; serde_norway's own (which holds the whole
+    // document) for its precise errors otherwise. Each starts afresh.
     let mut validator = validate::Validator::new();
-    let raw = match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
-        Some(raw) => raw,
-        None => match serde_norway::from_str::<raw::RawPolicy>(text) {
-            Ok(raw) => {
-                validator = validate::Validator::new();
-                raw
-            }
-            Err(e) => return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic))),
-        },
+    let mut layout = None;
+    let raw = if let Some((raw, found)) = fast::read(text, &mut |i, vm| validator.vm(i, vm)) {
+        layout = Some(found);
+        raw
+    } else {
+        validator = validate::Validator::new();
+        match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
+            Some(raw) => raw,
+            None => match serde_norway::from_str::<raw::RawPolicy>(text) {
+                Ok(raw) => {
+                    validator = validate::Validator::new();
+                    raw
+                }
+                Err(e) => return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic))),
+            },
+        }
     };
-    let hash = sha256_hex(text.as_bytes());
-    validator.finish(raw, hash).map_err(|issues| {
+    let hash = hash.unwrap_or_else(|| sha256_hex(text.as_bytes()));
+    let policy = validator.finish(raw, hash).map_err(|issues| {
         let mut locs: Vec<&locate::Loc> = Vec::with_capacity(issues.len() * 2);
         for issue in &issues {
             locs.push(&issue.at);
@@ -183,7 +237,8 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
                 .map(|(pos, message)| diagnostic(pos, message))
                 .collect(),
         )
-    })
+    })?;
+    Ok((policy, layout))
 }
 
 /// When serde gave up: every duplicate key, unknown field and extra document

@@ -1,11 +1,20 @@
-//! What `egress-guard check` prints.
+//! What `egress-guard check` prints. Written a VM at a time from the policy
+//! and its compact verdicts, each reason found as its line is written, so
+//! that a policy of any size costs no copy of its VMs.
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    path::Path,
+};
 
-use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::verdict::{Desired, fmt_time};
+use super::{
+    model::Policy,
+    verdict::{Facts, Verdicts, fmt_time, verdicts},
+};
 
 const HEADER: [&str; 6] = [
     "VM",
@@ -19,30 +28,23 @@ const HEADER: [&str; 6] = [
 /// Aligned columns `VM SUBSCRIPTION OFFER INTERFACE VERDICT REASON`, one VM a
 /// line in policy order; then, if a verdict will change by time alone, a
 /// blank line and `next change: TIME`.
-pub fn table(desired: &Desired) -> String {
-    let rows: Vec<[String; 6]> = desired
-        .vms
-        .iter()
-        .map(|vm| {
-            [
-                vm.name.clone(),
-                vm.subscription.clone(),
-                vm.offer.clone(),
-                vm.interface.clone(),
-                vm.verdict.as_str().to_owned(),
-                vm.reason.to_string(),
-            ]
-        })
-        .collect();
+pub fn write_table(out: &mut dyn Write, policy: &Policy, facts: &Facts) -> io::Result<()> {
+    let evaluated = verdicts(policy, facts);
     let mut widths = HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    for vm in &policy.vms {
+        let sub = policy.subscription_of(vm);
+        for (w, cell) in widths
+            .iter_mut()
+            .zip([&*vm.name, &*sub.id, &*sub.offer, &*vm.interface])
+        {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    let mut line = |cells: [&str; 6]| {
-        let mut text = String::new();
+    widths[4] = widths[4].max("allow".len()).max("block".len());
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    let mut text = String::new();
+    let mut line = |out: &mut dyn Write, cells: [&str; 6]| {
+        text.clear();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
                 text.push_str(cell);
@@ -50,41 +52,109 @@ pub fn table(desired: &Desired) -> String {
                 let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
             }
         }
-        out.push_str(text.trim_end());
-        out.push('\n');
+        out.write_all(text.trim_end().as_bytes())?;
+        out.write_all(b"\n")
     };
-    line(HEADER);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    line(&mut out, HEADER)?;
+    let mut reason = String::new();
+    for (i, vm) in policy.vms.iter().enumerate() {
+        let sub = policy.subscription_of(vm);
+        let (verdict, why) = policy.decide(i, facts);
+        reason.clear();
+        let _ = write!(reason, "{why}");
+        line(
+            &mut out,
+            [
+                &vm.name,
+                &sub.id,
+                &sub.offer,
+                &vm.interface,
+                verdict.as_str(),
+                &reason,
+            ],
+        )?;
     }
-    if let Some(t) = desired.next_change {
-        let _ = write!(out, "\nnext change: {}\n", fmt_time(t));
+    if let Some(t) = evaluated.next_change {
+        write!(out, "\nnext change: {}\n", fmt_time(t))?;
     }
-    out
+    out.flush()
+}
+
+/// [`write_table`] into a string.
+pub fn table(policy: &Policy, facts: &Facts) -> String {
+    let mut out = Vec::new();
+    let _ = write_table(&mut out, policy, facts);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `{"at", "enforcement", "vms": [{name, subscription, offer, interface,
 /// verdict, reason, reason_code}], "next_change"}`; times in RFC 3339 UTC,
 /// `next_change` null when nothing changes by time alone.
-pub fn json(desired: &Desired, at: DateTime<Utc>) -> Value {
-    let e = &desired.enforcement;
-    let vms: Vec<Value> = desired
-        .vms
-        .iter()
-        .map(|vm| {
-            json!({
-                "name": vm.name,
-                "subscription": vm.subscription,
-                "offer": vm.offer,
-                "interface": vm.interface,
-                "verdict": vm.verdict.as_str(),
-                "reason": vm.reason.to_string(),
-                "reason_code": vm.reason.code(),
-            })
-        })
-        .collect();
+pub fn json(policy: &Policy, facts: &Facts) -> Value {
+    let evaluated = verdicts(policy, facts);
+    let mut doc = head(policy, facts, &evaluated);
+    doc["vms"] = Value::Array(
+        (0..policy.vms.len())
+            .map(|i| serde_json::to_value(VmLine::new(policy, facts, i)).unwrap_or(Value::Null))
+            .collect(),
+    );
+    doc
+}
+
+/// `check --format json`: [`json`] with `"policy": {"path", "hash"}`, pretty
+/// printed (keys in order, two spaces), written a VM at a time.
+pub fn write_json(
+    out: &mut dyn Write,
+    policy: &Policy,
+    facts: &Facts,
+    path: &Path,
+) -> io::Result<()> {
+    let evaluated = verdicts(policy, facts);
+    let mut doc = head(policy, facts, &evaluated);
+    doc["policy"] = json!({ "path": path, "hash": policy.hash });
+    doc["vms"] = json!([]);
+    // The document without its VMs, then the VMs where its empty list is:
+    // the same text as pretty-printing it whole.
+    let text = serde_json::to_string_pretty(&doc).map_err(io::Error::other)?;
+    let (before, after) = text
+        .split_once("\"vms\": []")
+        .ok_or_else(|| io::Error::other("no vms in the report"))?;
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    out.write_all(before.as_bytes())?;
+    out.write_all(b"\"vms\": [")?;
+    let mut item = Vec::new();
+    for i in 0..policy.vms.len() {
+        item.clear();
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut item,
+            serde_json::ser::PrettyFormatter::with_indent(b"  "),
+        );
+        VmLine::new(policy, facts, i)
+            .serialize(&mut ser)
+            .map_err(io::Error::other)?;
+        out.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        // Indented two levels, as inside the document.
+        for (n, line) in item.split(|b| *b == b'\n').enumerate() {
+            if n > 0 {
+                out.write_all(b"\n    ")?;
+            }
+            out.write_all(line)?;
+        }
+    }
+    if !policy.vms.is_empty() {
+        out.write_all(b"\n  ")?;
+    }
+    out.write_all(b"]")?;
+    out.write_all(after.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Everything but the VMs.
+fn head(policy: &Policy, facts: &Facts, evaluated: &Verdicts) -> Value {
+    let e = &policy.enforcement;
     json!({
-        "at": fmt_time(at),
+        "at": fmt_time(facts.now),
         "enforcement": {
             "ports": e.ports,
             "action": e.action.as_str(),
@@ -95,7 +165,35 @@ pub fn json(desired: &Desired, at: DateTime<Utc>) -> Value {
             "allow_destinations": e.allow_destinations.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "cutoff": e.cutoff.to_string(),
         },
-        "vms": vms,
-        "next_change": desired.next_change.map(fmt_time),
+        "next_change": evaluated.next_change.map(fmt_time),
     })
+}
+
+/// One VM of the JSON report; fields in the order `serde_json` sorts them.
+#[derive(Serialize)]
+struct VmLine<'a> {
+    interface: &'a str,
+    name: &'a str,
+    offer: &'a str,
+    reason: String,
+    reason_code: &'static str,
+    subscription: &'a str,
+    verdict: &'static str,
+}
+
+impl<'a> VmLine<'a> {
+    fn new(policy: &'a Policy, facts: &Facts, i: usize) -> Self {
+        let vm = &policy.vms[i];
+        let sub = policy.subscription_of(vm);
+        let (verdict, reason) = policy.decide(i, facts);
+        Self {
+            interface: &vm.interface,
+            name: &vm.name,
+            offer: &sub.offer,
+            reason: reason.to_string(),
+            reason_code: reason.code(),
+            subscription: &sub.id,
+            verdict: verdict.as_str(),
+        }
+    }
 }

@@ -125,6 +125,23 @@ impl<'a> Events<'a> {
 /// time with their index; or `None` to read it with serde_norway's own
 /// parser (some VMs may have gone to `vm` already).
 pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<RawPolicy> {
+    let mut raw = RawPolicy::default();
+    let mut seen: Vec<String> = Vec::new();
+    read_part(text, false, &mut raw, &mut seen, vm)?;
+    Some(raw)
+}
+
+/// Reads the top-level mapping of `text` (a whole file, or a part of one
+/// that holds whole top-level entries: [`super::fast`]) into `raw`; `seen`
+/// has the top-level keys read so far, and gets these. With `may_be_empty`,
+/// a text with no document at all (nothing, or only comments) is fine.
+pub fn read_part(
+    text: &str,
+    may_be_empty: bool,
+    raw: &mut RawPolicy,
+    seen: &mut Vec<String>,
+    vm: &mut dyn FnMut(usize, RawVm),
+) -> Option<()> {
     let mut events = Events {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
@@ -132,14 +149,14 @@ pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<RawPolicy> {
     if !matches!(events.next()?, Event::StreamStart) {
         return None;
     }
-    if !matches!(events.next()?, Event::DocumentStart(_)) {
-        return None;
+    match events.next()? {
+        Event::DocumentStart(_) => {}
+        Event::StreamEnd if may_be_empty => return Some(()),
+        _ => return None,
     }
     if !matches!(events.next()?, Event::MappingStart(_, None)) {
         return None;
     }
-    let mut raw = RawPolicy::default();
-    let mut seen: Vec<String> = Vec::new();
     loop {
         let key = match events.next()? {
             Event::MappingEnd => break,
@@ -166,5 +183,5 @@ pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<RawPolicy> {
     if !matches!(events.next()?, Event::DocumentEnd) {
         return None;
     }
-    matches!(events.next()?, Event::StreamEnd).then_some(raw)
+    matches!(events.next()?, Event::StreamEnd).then_some(())
 }

@@ -16,7 +16,7 @@ use super::{
     locate::{Loc, Path, yaml_path},
     model::{
         Action, AttachGlobs, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS, Mode, Offer,
-        Policy, Restricted, Subscription, Verdict, Vm, compile_glob,
+        Policy, Restricted, Subscription, Verdict, Vm, VmIndex, compile_glob,
     },
     offers,
     raw::{Field, RawEnforcement, RawExemption, RawOffers, RawPolicy, RawSubscription, RawVm},
@@ -134,8 +134,8 @@ fn enum_names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static s
     all.iter().map(|v| name(*v)).collect()
 }
 
-struct Checker {
-    issues: Vec<Issue>,
+pub(crate) struct Checker {
+    pub(crate) issues: Vec<Issue>,
 }
 
 impl Checker {
@@ -275,6 +275,33 @@ impl Checker {
 pub struct Validator {
     c: Checker,
     vms: Vec<Vm>,
+    /// The subscription names the VMs give, each once: a VM's
+    /// `subscription_index` is an index here until [`resolve_subscriptions`]
+    /// points it at its subscription.
+    sub_names: SubNames,
+}
+
+/// Subscription names as the VMs give them, each kept once.
+#[derive(Default)]
+pub(crate) struct SubNames {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+/// What a VM without a (valid) subscription name points at.
+const NO_SUBSCRIPTION: u32 = u32::MAX;
+
+impl SubNames {
+    fn id(&mut self, name: String) -> u32 {
+        if let Some(&id) = self.ids.get(name.as_str()) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(NO_SUBSCRIPTION);
+        let name = name.into_boxed_str();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
 }
 
 impl Default for Validator {
@@ -288,12 +315,13 @@ impl Validator {
         Self {
             c: Checker { issues: Vec::new() },
             vms: Vec::new(),
+            sub_names: SubNames::default(),
         }
     }
 
     /// The `i`th item of `vms`.
     pub fn vm(&mut self, i: usize, raw: RawVm) {
-        let vm = check_vm(&mut self.c, i, raw);
+        let vm = check_vm(&mut self.c, &mut self.sub_names, i, raw);
         self.vms.push(vm);
     }
 
@@ -303,13 +331,18 @@ impl Validator {
         for v in raw.vms.unwrap_or_default() {
             self.vm(self.vms.len(), v);
         }
-        let Validator { mut c, mut vms } = self;
+        let Validator {
+            mut c,
+            mut vms,
+            sub_names,
+        } = self;
         check_version(&mut c, raw.version);
         let enforcement = enforcement(&mut c, raw.enforcement.unwrap_or_default());
         let offers = offer_table(&mut c, raw.offers.unwrap_or_default());
         let subscriptions = subscriptions(&mut c, raw.subscriptions.unwrap_or_default(), &offers);
-        resolve_subscriptions(&mut c, &mut vms, &subscriptions);
-        let interfaces = vm_duplicates(&mut c, &vms);
+        resolve_subscriptions(&mut c, &mut vms, &sub_names, 0, &subscriptions);
+        drop(sub_names);
+        let index = vm_duplicates(&mut c, &vms);
 
         if c.issues.is_empty() {
             vms.shrink_to_fit();
@@ -319,7 +352,8 @@ impl Validator {
                 subscriptions,
                 vms,
                 hash,
-                interfaces: Arc::new(interfaces),
+                index,
+                source: None,
             })
         } else {
             Err(c.issues)
@@ -687,7 +721,7 @@ fn check_exemption(
     })
 }
 
-fn check_vm(c: &mut Checker, i: usize, v: RawVm) -> Vm {
+pub(crate) fn check_vm(c: &mut Checker, sub_names: &mut SubNames, i: usize, v: RawVm) -> Vm {
     let whose = "every VM";
     let name = c.required(v.name, "name", whose, || yaml_path!["vms", i, "name"]);
     let subscription = c.required(v.subscription, "subscription", whose, || {
@@ -734,69 +768,94 @@ fn check_vm(c: &mut Checker, i: usize, v: RawVm) -> Vm {
     let name = name.unwrap_or_default();
     Vm {
         key: vm_key(&name),
-        name,
-        subscription: subscription.unwrap_or_default(),
-        interface: interface.unwrap_or_default(),
-        addresses,
+        name: name.into_boxed_str(),
+        interface: interface.unwrap_or_default().into_boxed_str(),
+        addresses: addresses.into_boxed_slice(),
         started,
         override_verdict,
-        subscription_index: 0,
+        subscription_index: subscription.map_or(NO_SUBSCRIPTION, |s| sub_names.id(s)),
     }
 }
 
-/// Points each VM at its subscription, once all are known.
-fn resolve_subscriptions(c: &mut Checker, vms: &mut [Vm], subs: &[Subscription]) {
-    let mut sub_index: HashMap<&str, usize> = HashMap::with_capacity(subs.len());
+/// Points each VM at its subscription, once all are known (`vms[i]` is
+/// the `first + i`th VM of the file).
+pub(crate) fn resolve_subscriptions(
+    c: &mut Checker,
+    vms: &mut [Vm],
+    names: &SubNames,
+    first: usize,
+    subs: &[Subscription],
+) {
+    let mut sub_index: HashMap<&str, u32> = HashMap::with_capacity(subs.len());
     for (i, s) in subs.iter().enumerate() {
-        sub_index.entry(&s.id).or_insert(i);
+        sub_index.entry(&s.id).or_insert(i as u32);
     }
+    // Each name the VMs give, resolved once.
+    let resolved: Vec<Option<u32>> = names
+        .names
+        .iter()
+        .map(|n| sub_index.get(&**n).copied())
+        .collect();
     for (i, vm) in vms.iter_mut().enumerate() {
-        if vm.subscription.is_empty() {
+        let id = vm.subscription_index;
+        if id == NO_SUBSCRIPTION {
+            vm.subscription_index = 0;
             continue;
         }
-        match sub_index.get(vm.subscription.as_str()) {
-            Some(&s) => vm.subscription_index = s,
-            None => c.error(
-                Loc::Value(yaml_path!["vms", i, "subscription"]),
+        if let Some(s) = resolved.get(id as usize).copied().flatten() {
+            vm.subscription_index = s;
+        } else {
+            c.error(
+                Loc::Value(yaml_path!["vms", first + i, "subscription"]),
                 format!(
                     "unknown subscription `{}`; no subscription under `subscriptions` has that id",
-                    vm.subscription
+                    names.names.get(id as usize).map_or("", |n| &**n)
                 ),
-            ),
+            );
+            vm.subscription_index = 0;
         }
     }
 }
 
-/// Duplicate VM names and interfaces; the interface index of the VMs.
-fn vm_duplicates(c: &mut Checker, vms: &[Vm]) -> HashMap<String, usize> {
-    let mut names: HashMap<&str, usize> = HashMap::with_capacity(vms.len());
-    let mut interfaces: HashMap<String, usize> = HashMap::with_capacity(vms.len());
+/// Duplicate VM names and interfaces; the index of the VMs.
+fn vm_duplicates(c: &mut Checker, vms: &[Vm]) -> VmIndex {
+    let mut index = VmIndex::with_capacity(vms.len());
     for (i, vm) in vms.iter().enumerate() {
-        if !vm.name.is_empty() {
-            if let Some(&f) = names.get(vm.name.as_str()) {
-                c.duplicate(
-                    Loc::Value(yaml_path!["vms", i, "name"]),
-                    Loc::Value(yaml_path!["vms", f, "name"]),
-                    format!("duplicate VM name `{}`", vm.name),
-                );
-            } else {
-                names.insert(&vm.name, i);
-            }
+        let name_first = if vm.name.is_empty() {
+            None
+        } else {
+            index.by_name(vms, &vm.name)
+        };
+        if let Some(f) = name_first {
+            c.duplicate(
+                Loc::Value(yaml_path!["vms", i, "name"]),
+                Loc::Value(yaml_path!["vms", f, "name"]),
+                format!("duplicate VM name `{}`", vm.name),
+            );
         }
-        if !vm.interface.is_empty() {
-            if let Some(&f) = interfaces.get(vm.interface.as_str()) {
-                c.duplicate(
-                    Loc::Value(yaml_path!["vms", i, "interface"]),
-                    Loc::Value(yaml_path!["vms", f, "interface"]),
-                    format!(
-                        "duplicate interface `{}`, already the interface of VM `{}`",
-                        vm.interface, vms[f].name
-                    ),
-                );
-            } else {
-                interfaces.insert(vm.interface.clone(), i);
-            }
+        let interface_first = if vm.interface.is_empty() {
+            None
+        } else {
+            index.by_interface(vms, &vm.interface)
+        };
+        if let Some(f) = interface_first {
+            c.duplicate(
+                Loc::Value(yaml_path!["vms", i, "interface"]),
+                Loc::Value(yaml_path!["vms", f, "interface"]),
+                format!(
+                    "duplicate interface `{}`, already the interface of VM `{}`",
+                    vm.interface, vms[f].name
+                ),
+            );
+        }
+        // Only the first of a name or an interface is indexed (the policy
+        // is invalid anyway when either repeats).
+        if name_first.is_none() {
+            index.insert_key(vms, i);
+        }
+        if interface_first.is_none() {
+            index.insert_interface(vms, i);
         }
     }
-    interfaces
+    index
 }

@@ -3,10 +3,15 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, sync::Arc};
 
+use hashbrown::HashTable;
+
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::{
-    model::{Enforcement, Exemption, ExemptionRule, Policy, Restricted, Subscription, Verdict, Vm},
+    model::{
+        Enforcement, Exemption, ExemptionRule, Policy, Restricted, Subscription, Verdict, Vm,
+        name_hash,
+    },
     unknown_key,
 };
 
@@ -215,7 +220,7 @@ impl fmt::Display for Reason {
     }
 }
 
-/// One VM's verdict.
+/// One VM's verdict, in full: what `evaluate` gives for each VM.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmVerdict {
     pub name: String,
@@ -229,7 +234,8 @@ pub struct VmVerdict {
     pub key: u64,
 }
 
-/// What the policy wants at a time: settings and every VM's verdict.
+/// What the policy wants at a time, in full: settings and every VM's
+/// verdict with its reason. [`Verdicts`] is the compact form the agent keeps.
 #[derive(Clone, Debug)]
 pub struct Desired {
     pub enforcement: Enforcement,
@@ -241,7 +247,7 @@ pub struct Desired {
     pub next_change: Option<DateTime<Utc>>,
     /// The time this is for (`Facts::now`).
     pub at: DateTime<Utc>,
-    interfaces: Arc<HashMap<String, usize>>,
+    interfaces: HashTable<u32>,
 }
 
 /// The verdict for one interface.
@@ -274,9 +280,7 @@ impl Desired {
                 verdict,
                 key: unknown_key(ifname),
                 vm: None,
-                reason: format!(
-                    "interface {ifname} belongs to no VM in the policy (unknown: {verdict})"
-                ),
+                reason: unknown_reason(ifname, verdict),
                 reason_code: UNKNOWN_INTERFACE_CODE,
             });
         }
@@ -285,7 +289,11 @@ impl Desired {
 
     /// The VM whose interface is `ifname`.
     pub fn vm_by_interface(&self, ifname: &str) -> Option<&VmVerdict> {
-        self.interfaces.get(ifname).and_then(|&i| self.vms.get(i))
+        self.interfaces
+            .find(name_hash(ifname), |&i| {
+                self.vms[i as usize].interface == ifname
+            })
+            .map(|&i| &self.vms[i as usize])
     }
 
     /// How many VMs are blocked.
@@ -297,81 +305,243 @@ impl Desired {
     }
 }
 
-/// Every VM's verdict at `facts.now`.
+/// The reason of an enforced interface that belongs to no VM.
+pub fn unknown_reason(ifname: &str, verdict: Verdict) -> String {
+    format!("interface {ifname} belongs to no VM in the policy (unknown: {verdict})")
+}
+
+/// Every VM's verdict at `facts.now`, each with its reason.
 pub fn evaluate(policy: &Policy, facts: &Facts) -> Desired {
-    let now = facts.now;
-    let cutoff = policy.enforcement.cutoff;
-    let observed = !facts.interface_created.is_empty();
-    let mut next_change: Option<DateTime<Utc>> = None;
-    let vms = policy
-        .vms
-        .iter()
-        .map(|vm| {
-            let sub = &policy.subscriptions[vm.subscription_index];
-            let created = if observed {
-                facts.interface_created.get(&vm.interface).copied()
-            } else {
-                None
-            };
-            let (verdict, reason) = decide(vm, sub, cutoff, now, created);
-            if let Some(ex) = &sub.exemption
-                && let Some(t) = change_after(vm, sub, ex, cutoff, now, created, &reason)
-            {
-                next_change = Some(next_change.map_or(t, |n| n.min(t)));
-            }
+    let verdicts = verdicts(policy, facts);
+    let vms: Vec<VmVerdict> = (0..policy.vms.len())
+        .map(|i| {
+            let vm = &policy.vms[i];
+            let sub = policy.subscription_of(vm);
+            let (verdict, reason) = policy.decide(i, facts);
             VmVerdict {
-                name: vm.name.clone(),
-                subscription: vm.subscription.clone(),
+                name: vm.name.to_string(),
+                subscription: sub.id.to_string(),
                 offer: sub.offer.to_string(),
-                interface: vm.interface.clone(),
-                addresses: vm.addresses.clone(),
+                interface: vm.interface.to_string(),
+                addresses: vm.addresses.to_vec(),
                 verdict,
                 reason,
                 key: vm.key,
             }
         })
         .collect();
+    let mut interfaces = HashTable::with_capacity(vms.len());
+    for (i, vm) in vms.iter().enumerate() {
+        if !vm.interface.is_empty() {
+            interfaces.insert_unique(name_hash(&vm.interface), i as u32, |&j: &u32| {
+                name_hash(&vms[j as usize].interface)
+            });
+        }
+    }
     Desired {
         enforcement: policy.enforcement.clone(),
         vms,
-        next_change,
+        next_change: verdicts.next_change,
+        at: verdicts.at,
+        interfaces,
+    }
+}
+
+/// Every VM's verdict at a time, compact (a byte a VM): what the agent
+/// keeps. Reasons are found again when they are asked for
+/// ([`Policy::decide`]): the rules are pure, so the same facts give the
+/// same reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdicts {
+    /// The time these are for (`Facts::now`).
+    pub at: DateTime<Utc>,
+    /// As [`Desired::next_change`].
+    pub next_change: Option<DateTime<Utc>>,
+    by_vm: Vec<Verdict>,
+}
+
+impl Verdicts {
+    /// The verdict of `vms[i]`.
+    pub fn of(&self, i: usize) -> Verdict {
+        self.by_vm[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_vm.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_vm.is_empty()
+    }
+
+    /// How many VMs are blocked.
+    pub fn blocked(&self) -> usize {
+        self.by_vm.iter().filter(|v| **v == Verdict::Block).count()
+    }
+}
+
+/// The verdict for one interface, compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enforced {
+    pub verdict: Verdict,
+    pub key: u64,
+    /// The index in `vms` of its VM, if it belongs to one.
+    pub vm: Option<usize>,
+}
+
+/// Every VM's verdict at `facts.now`, compact.
+pub fn verdicts(policy: &Policy, facts: &Facts) -> Verdicts {
+    let now = facts.now;
+    let cutoff = policy.enforcement.cutoff;
+    let mut next_change: Option<DateTime<Utc>> = None;
+    let by_vm = policy
+        .vms
+        .iter()
+        .map(|vm| {
+            let sub = policy.subscription_of(vm);
+            let created = created(facts, vm);
+            let (verdict, why) = why(vm, sub, cutoff, now, created);
+            if let Some(ex) = &sub.exemption
+                && let Some(t) = change_after(vm, sub, ex, cutoff, now, created, why)
+            {
+                next_change = Some(next_change.map_or(t, |n| n.min(t)));
+            }
+            verdict
+        })
+        .collect();
+    Verdicts {
         at: now,
-        interfaces: Arc::clone(&policy.interfaces),
+        next_change,
+        by_vm,
+    }
+}
+
+fn created(facts: &Facts, vm: &Vm) -> Option<DateTime<Utc>> {
+    if facts.interface_created.is_empty() {
+        None
+    } else {
+        facts.interface_created.get(&*vm.interface).copied()
+    }
+}
+
+impl Policy {
+    /// The verdict of `vms[i]` at `facts.now`, and why.
+    pub fn decide(&self, i: usize, facts: &Facts) -> (Verdict, Reason) {
+        let vm = &self.vms[i];
+        let sub = self.subscription_of(vm);
+        let cutoff = self.enforcement.cutoff;
+        let (verdict, why) = why(vm, sub, cutoff, facts.now, created(facts, vm));
+        (verdict, why.reason(sub, cutoff))
+    }
+
+    /// The verdict for an interface under `verdicts`: its VM's, else (if
+    /// it matches an `attach` glob) the `unknown` verdict, else `None` (not
+    /// enforced).
+    pub fn enforced(&self, verdicts: &Verdicts, ifname: &str) -> Option<Enforced> {
+        if let Some(i) = self.vm_index_by_interface(ifname)
+            && i < verdicts.len()
+        {
+            return Some(Enforced {
+                verdict: verdicts.of(i),
+                key: self.vms[i].key,
+                vm: Some(i),
+            });
+        }
+        if self.enforcement.matches_attach(ifname) {
+            return Some(Enforced {
+                verdict: self.enforcement.unknown,
+                key: unknown_key(ifname),
+                vm: None,
+            });
+        }
+        None
+    }
+}
+
+/// Why a VM has its verdict, without the names [`Reason`] carries (they
+/// are its subscription's): what the rules decide, small and `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    Override(Verdict),
+    NeverRestricted,
+    BeforeCutoff,
+    Exempted {
+        granted: DateTime<Utc>,
+        since: Since,
+        revoked: Option<DateTime<Utc>>,
+    },
+    ExemptionNeedsRestart {
+        granted: DateTime<Utc>,
+    },
+    ExemptionRevoked {
+        granted: DateTime<Utc>,
+        revoked: DateTime<Utc>,
+    },
+    ExemptionNotYet {
+        granted: DateTime<Utc>,
+    },
+    NotExemptable(Restriction),
+    NoExemption(Restriction),
+}
+
+impl Why {
+    fn reason(self, sub: &Subscription, cutoff: NaiveDate) -> Reason {
+        let subscription = || Arc::clone(&sub.id);
+        let offer = || Arc::clone(&sub.offer);
+        match self {
+            Why::Override(v) => Reason::Override(v),
+            Why::NeverRestricted => Reason::NeverRestricted { offer: offer() },
+            Why::BeforeCutoff => Reason::BeforeCutoff {
+                subscription: subscription(),
+                offer: offer(),
+                created: sub.created,
+                cutoff,
+            },
+            Why::Exempted {
+                granted,
+                since,
+                revoked,
+            } => Reason::Exempted {
+                granted,
+                since,
+                revoked,
+            },
+            Why::ExemptionNeedsRestart { granted } => Reason::ExemptionNeedsRestart { granted },
+            Why::ExemptionRevoked { granted, revoked } => {
+                Reason::ExemptionRevoked { granted, revoked }
+            }
+            Why::ExemptionNotYet { granted } => Reason::ExemptionNotYet { granted },
+            Why::NotExemptable(restriction) => Reason::NotExemptable {
+                subscription: subscription(),
+                offer: offer(),
+                restriction,
+            },
+            Why::NoExemption(restriction) => Reason::NoExemption {
+                subscription: subscription(),
+                offer: offer(),
+                restriction,
+            },
+        }
     }
 }
 
 /// The rules, first that applies.
-fn decide(
+fn why(
     vm: &Vm,
     sub: &Subscription,
     cutoff: NaiveDate,
     at: DateTime<Utc>,
     interface_created: Option<DateTime<Utc>>,
-) -> (Verdict, Reason) {
+) -> (Verdict, Why) {
     // 1. The operator's word.
     if let Some(v) = vm.override_verdict {
-        return (v, Reason::Override(v));
+        return (v, Why::Override(v));
     }
     // 2. Not restricted.
     let restriction = match sub.restricted {
-        Restricted::Never => {
-            return (
-                Verdict::Allow,
-                Reason::NeverRestricted {
-                    offer: Arc::clone(&sub.offer),
-                },
-            );
-        }
+        Restricted::Never => return (Verdict::Allow, Why::NeverRestricted),
         Restricted::FromCutoff if sub.created < cutoff => {
-            return (
-                Verdict::Allow,
-                Reason::BeforeCutoff {
-                    subscription: Arc::clone(&sub.id),
-                    offer: Arc::clone(&sub.offer),
-                    created: sub.created,
-                    cutoff,
-                },
-            );
+            return (Verdict::Allow, Why::BeforeCutoff);
         }
         Restricted::FromCutoff => Restriction::FromCutoff {
             created: sub.created,
@@ -383,15 +553,12 @@ fn decide(
     if let Some(ex) = &sub.exemption {
         let granted = ex.granted;
         if granted > at {
-            return (Verdict::Block, Reason::ExemptionNotYet { granted });
+            return (Verdict::Block, Why::ExemptionNotYet { granted });
         }
         if let Some(revoked) = ex.revoked
             && revoked <= at
         {
-            return (
-                Verdict::Block,
-                Reason::ExemptionRevoked { granted, revoked },
-            );
+            return (Verdict::Block, Why::ExemptionRevoked { granted, revoked });
         }
         let since_grant = |t: &DateTime<Utc>| *t >= granted && *t <= at;
         let since = vm
@@ -406,31 +573,21 @@ fn decide(
         return match since {
             Some(since) => (
                 Verdict::Allow,
-                Reason::Exempted {
+                Why::Exempted {
                     granted,
                     since,
                     revoked: ex.revoked,
                 },
             ),
-            None => (Verdict::Block, Reason::ExemptionNeedsRestart { granted }),
+            None => (Verdict::Block, Why::ExemptionNeedsRestart { granted }),
         };
     }
     // 4. Restricted.
-    let subscription = Arc::clone(&sub.id);
-    let offer = Arc::clone(&sub.offer);
-    let reason = match sub.exemption_rule {
-        ExemptionRule::Never => Reason::NotExemptable {
-            subscription,
-            offer,
-            restriction,
-        },
-        ExemptionRule::OnRequest => Reason::NoExemption {
-            subscription,
-            offer,
-            restriction,
-        },
+    let why = match sub.exemption_rule {
+        ExemptionRule::Never => Why::NotExemptable(restriction),
+        ExemptionRule::OnRequest => Why::NoExemption(restriction),
     };
-    (Verdict::Block, reason)
+    (Verdict::Block, why)
 }
 
 /// The first instant after `now` at which this VM's verdict or reason
@@ -442,25 +599,19 @@ fn change_after(
     cutoff: NaiveDate,
     now: DateTime<Utc>,
     interface_created: Option<DateTime<Utc>>,
-    current: &Reason,
+    current: Why,
 ) -> Option<DateTime<Utc>> {
     if matches!(
         current,
-        Reason::Override(_) | Reason::NeverRestricted { .. } | Reason::BeforeCutoff { .. }
+        Why::Override(_) | Why::NeverRestricted | Why::BeforeCutoff
     ) {
         return None;
     }
-    let mut candidates: Vec<DateTime<Utc>> =
-        [Some(ex.granted), ex.revoked, vm.started, interface_created]
-            .into_iter()
-            .flatten()
-            .filter(|t| *t > now)
-            .collect();
-    if candidates.is_empty() {
-        return None;
-    }
+    let mut candidates = [Some(ex.granted), ex.revoked, vm.started, interface_created];
     candidates.sort_unstable();
     candidates
         .into_iter()
-        .find(|t| decide(vm, sub, cutoff, *t, interface_created).1 != *current)
+        .flatten()
+        .filter(|t| *t > now)
+        .find(|t| why(vm, sub, cutoff, *t, interface_created).1 != current)
 }

@@ -2,9 +2,11 @@
 //! policy, reports.
 
 mod example;
+mod fast;
 mod report;
 mod scale;
 mod stream;
+mod update;
 mod validation;
 mod verdict;
 

@@ -2,8 +2,32 @@
 
 use serde_json::json;
 
-use super::{eval, ok, t};
-use crate::policy::report;
+use std::collections::HashMap;
+
+use super::{ok, t};
+use crate::policy::{Facts, Policy, report};
+
+fn table(p: &Policy, at: &str) -> String {
+    let none = HashMap::new();
+    report::table(
+        p,
+        &Facts {
+            now: t(at),
+            interface_created: &none,
+        },
+    )
+}
+
+fn json(p: &Policy, at: &str) -> serde_json::Value {
+    let none = HashMap::new();
+    report::json(
+        p,
+        &Facts {
+            now: t(at),
+            interface_created: &none,
+        },
+    )
+}
 
 const POLICY: &str = "version: 1
 subscriptions:
@@ -18,7 +42,7 @@ vms:
 
 #[test]
 fn table_is_aligned() {
-    let d = eval(&ok(POLICY), "2026-01-01T00:00:00Z");
+    let p = ok(POLICY);
     let expected = "\
 VM     SUBSCRIPTION  OFFER                 INTERFACE  VERDICT  REASON
 web-1  contoso-dev   msdn                  tap-web1   block    subscription contoso-dev (msdn) created 2019-04-02, on or after the cutoff 2017-11-15; offer msdn cannot be exempted: send through an authenticated relay (port 587)
@@ -26,24 +50,22 @@ mail   contoso-prod  pay-as-you-go         tap-mail   block    exemption granted
 app    ea            enterprise-agreement  tap-app    allow    override: allow
 ";
     assert_eq!(
-        report::table(&d),
+        table(&p, "2026-01-01T00:00:00Z"),
         format!("{expected}\nnext change: 2027-01-01T00:00:00Z\n")
     );
 }
 
 #[test]
 fn table_without_vms_or_changes() {
-    let d = eval(&ok("version: 1\n"), "2026-01-01T00:00:00Z");
     assert_eq!(
-        report::table(&d),
+        table(&ok("version: 1\n"), "2026-01-01T00:00:00Z"),
         "VM  SUBSCRIPTION  OFFER  INTERFACE  VERDICT  REASON\n"
     );
 }
 
 #[test]
 fn json_lists_every_vm() {
-    let d = eval(&ok(POLICY), "2026-01-01T00:00:00Z");
-    let j = report::json(&d, t("2026-01-01T00:00:00Z"));
+    let j = json(&ok(POLICY), "2026-01-01T00:00:00Z");
     assert_eq!(j["at"], json!("2026-01-01T00:00:00Z"));
     assert_eq!(j["next_change"], json!("2027-01-01T00:00:00Z"));
     assert_eq!(
@@ -73,9 +95,31 @@ fn json_lists_every_vm() {
             "cutoff": "2017-11-15",
         })
     );
-    let later = eval(&ok(POLICY), "2027-01-01T00:00:00Z");
     assert_eq!(
-        report::json(&later, t("2027-01-01T00:00:00Z"))["next_change"],
+        json(&ok(POLICY), "2027-01-01T00:00:00Z")["next_change"],
         serde_json::Value::Null
     );
+}
+
+/// `check --format json` writes, a VM at a time, what pretty-printing the
+/// whole document (with `policy`) gives.
+#[test]
+fn streamed_json_is_the_pretty_document() {
+    let example = include_str!("../../../../deploy/policy.example.yaml");
+    for text in [POLICY, "version: 1\n", example] {
+        let p = ok(text);
+        let none = HashMap::new();
+        let facts = Facts {
+            now: t("2026-01-01T00:00:00Z"),
+            interface_created: &none,
+        };
+        let path = std::path::Path::new("/etc/egress-guard/policy \"x\".yaml");
+        let mut doc = report::json(&p, &facts);
+        doc["policy"] = json!({"path": path, "hash": p.hash});
+        let mut expected = serde_json::to_string_pretty(&doc).expect("json");
+        expected.push('\n');
+        let mut out = Vec::new();
+        report::write_json(&mut out, &p, &facts, path).expect("write");
+        assert_eq!(String::from_utf8(out).expect("utf-8"), expected);
+    }
 }
