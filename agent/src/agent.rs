@@ -3,11 +3,19 @@
 //!
 //! [`Agent::reconcile`] is the one place that makes the kernel match the
 //! policy. It is idempotent: run twice on the same inputs, the second run
-//! writes nothing.
+//! writes nothing (not even the state file).
+//!
+//! The agent keeps the policy's verdicts compact (a byte a VM,
+//! [`policy::Verdicts`]) and evaluates them again only when they can have
+//! changed: a new policy, an interface created (rule 3), or the next instant
+//! a verdict changes by time alone. The periodic reconcile lists the
+//! interfaces and compares the kernel with those verdicts, which costs what
+//! the interfaces cost, not what the policy does.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -21,17 +29,18 @@ use tracing::{error, info, warn};
 
 use crate::{
     datapath::{
-        Capacities, Datapath, DatapathError, Hook, KernelState, LinkError, PinDir, SyncReport,
+        Capacities, Datapath, DatapathError, Hook, KernelState, LinkError, PinDir, Staged,
+        SyncReport,
         links::{pinned_links, unpin},
         maps::MapsError,
     },
     events::{self, Attempt, AttemptLog, Clock, Who},
     metrics,
     netdev::{self, DevKind, LinkEvent, NetDev, NetdevError},
-    policy::{self, Desired, Policy, PolicyError},
+    policy::{self, Change, Enforcement, Policy, PolicyError, Verdicts},
     state::{
         AgentLock, AgentState, EnforcedInterface, PolicyInForce, RejectedPolicy, StateDir,
-        StateError, VmRecord,
+        StateError,
     },
 };
 
@@ -55,6 +64,8 @@ pub enum AgentError {
     Watch(#[from] crate::watch::WatchError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error("starting a thread to load the programs: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 impl AgentError {
@@ -91,8 +102,7 @@ fn hook_for(policy: policy::Hook, kind: &DevKind) -> Hook {
 }
 
 /// The kernel's view of the settings of a policy.
-pub fn kernel_config(desired: &Desired, generation: u64) -> Config {
-    let e = &desired.enforcement;
+pub fn kernel_config(e: &Enforcement, generation: u64) -> Config {
     Config {
         mode: match e.mode {
             policy::Mode::Enforce => MODE_ENFORCE,
@@ -143,6 +153,8 @@ pub struct Reconciled {
     /// Links put on, moved to this build's program, or taken off.
     pub attached: usize,
     pub detached: usize,
+    /// How long it took (for a reload: from reading the file on).
+    pub took: Duration,
 }
 
 /// What a look at the policy file led to.
@@ -172,11 +184,21 @@ pub struct Agent {
     _lock: AgentLock,
     datapath: Datapath,
     state: AgentState,
+    /// The state file as it was last written: a save that would write the
+    /// same bytes is skipped.
+    saved: Vec<u8>,
+    /// The sha256 of the copy of the policy in the state directory.
+    copied: Option<String>,
     policy_path: PathBuf,
     policy: Policy,
-    /// The policy's verdicts as of the last reconcile, for the per-interface
+    /// The policy's verdicts, compact, for the reconcile, the per-interface
     /// fast path and the next time-driven change.
-    desired: Option<Desired>,
+    verdicts: Option<Verdicts>,
+    /// `state.interface_created`, as the policy engine looks it up.
+    created: HashMap<String, DateTime<Utc>>,
+    /// A fact the verdicts depend on changed since they were evaluated (an
+    /// interface was created): the next reconcile evaluates them again.
+    stale: bool,
     /// Interfaces known to exist, by ifindex: a NEWLINK for an ifindex not
     /// here is a creation.
     known: HashMap<u32, String>,
@@ -186,9 +208,6 @@ pub struct Agent {
     pub stats: AgentStats,
     /// The log of blocked connection attempts, and each VM's last ones.
     attempts: AttemptLog,
-    /// VM key -> (VM name, subscription) in the policy in force, for the
-    /// attempt log.
-    who: HashMap<u64, (String, String)>,
 }
 
 /// Counts of what the agent did since it started.
@@ -207,11 +226,40 @@ pub struct AgentStats {
 impl Agent {
     /// Validates the policy, takes the pin directory's lock, and loads (or
     /// re-adopts) the pinned maps. Touches no interface yet.
+    ///
+    /// The programs are loaded and verified on another thread while the
+    /// policy is read ([`Datapath::stage`]: the maps already pinned are
+    /// opened, new ones are made unpinned). Nothing is written to the pin
+    /// directory until the policy is known to be valid: an invalid one
+    /// drops what was loaded, and the kernel keeps nothing of it.
     pub fn start(policy_path: &Path, pins: PinDir, states: StateDir) -> Result<Self, AgentError> {
-        let policy = policy::load(policy_path)?;
-        let lock = states.lock()?;
+        let bytes = policy::read(policy_path)?;
+        let lock = match states.lock() {
+            Ok(lock) => lock,
+            // Another agent: an invalid policy is still said first.
+            Err(e) => {
+                policy::from_vec(policy_path, bytes)?;
+                return Err(e.into());
+            }
+        };
+        // Sized from a count of the file's VMs made before it is read;
+        // a policy that turns out larger grows the maps at the first
+        // reconcile.
+        let capacities = Capacities::for_vms(policy::estimate_vms(&bytes));
+        let staging = {
+            let pins = pins.clone();
+            std::thread::Builder::new()
+                .name("load-programs".to_owned())
+                .spawn(move || Datapath::stage(&pins, capacities))
+                .map_err(AgentError::Thread)?
+        };
+        let policy = policy::from_vec(policy_path, bytes);
+        let staged = staging
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let policy = policy?;
         let state = states.load()?.unwrap_or_else(AgentState::new);
-        let datapath = load_datapath(&pins, Capacities::for_vms(policy.vms.len()))?;
+        let datapath = commit_datapath(&pins, staged?)?;
         // The last attempts are a convenience for `status --vm`: a file
         // that cannot be read is started afresh, not a reason to stop.
         let recent = states.load_attempts().unwrap_or_else(|e| {
@@ -223,15 +271,22 @@ impl Agent {
             states,
             _lock: lock,
             datapath,
+            created: state
+                .interface_created
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             state,
+            saved: Vec::new(),
+            copied: None,
             policy_path: policy_path.to_owned(),
             policy,
-            desired: None,
+            verdicts: None,
+            stale: true,
             known: HashMap::new(),
             program_ids: [0; 2],
             stats: AgentStats::default(),
             attempts: AttemptLog::new(events::DEFAULT_REPEAT_WINDOW, recent.unwrap_or_default()),
-            who: HashMap::new(),
         };
         agent.program_ids = agent.datapath.program_ids()?;
         Ok(agent)
@@ -298,10 +353,11 @@ impl Agent {
             },
             |r| r.name.clone(),
         );
-        if let Some((vm, subscription)) = self.who.get(&attempt.vm_key) {
+        if let Some(i) = self.policy.vm_index_by_key(attempt.vm_key) {
+            let vm = &self.policy.vms[i];
             return Who {
-                vm: vm.clone(),
-                subscription: subscription.clone(),
+                vm: vm.name.to_string(),
+                subscription: self.policy.subscription_of(vm).id.to_string(),
                 interface,
             };
         }
@@ -316,15 +372,9 @@ impl Agent {
         }
     }
 
-    /// The names the attempt log may keep attempts under: the VMs of the
-    /// policy in force, and its unknown interfaces.
-    fn refresh_who(&mut self) {
-        self.who = self
-            .desired
-            .iter()
-            .flat_map(|d| d.vms.iter())
-            .map(|vm| (vm.key, (vm.name.clone(), vm.subscription.clone())))
-            .collect();
+    /// The attempt log keeps attempts only under the VMs of the policy in
+    /// force and its unknown interfaces.
+    fn retain_attempts(&mut self) {
         let unknown: BTreeSet<String> = self
             .state
             .interfaces
@@ -332,9 +382,9 @@ impl Agent {
             .filter(|r| r.vm.is_none())
             .map(|r| format!("unknown:{}", r.name))
             .collect();
-        let names: BTreeSet<&str> = self.who.values().map(|(vm, _)| vm.as_str()).collect();
+        let policy = &self.policy;
         self.attempts
-            .retain_vms(|vm| names.contains(vm) || unknown.contains(vm));
+            .retain_vms(|vm| policy.vm_index_by_name(vm).is_some() || unknown.contains(vm));
     }
 
     pub fn policy(&self) -> &Policy {
@@ -347,13 +397,20 @@ impl Agent {
 
     /// The next instant at which a verdict changes by time alone.
     pub fn next_change(&self) -> Option<DateTime<Utc>> {
-        self.desired.as_ref().and_then(|d| d.next_change)
+        self.verdicts.as_ref().and_then(|v| v.next_change)
+    }
+
+    /// Makes the next reconcile evaluate the verdicts again (SIGHUP).
+    pub fn refresh_verdicts(&mut self) {
+        self.stale = true;
     }
 
     /// Reads the policy file again and, if it holds a new valid policy,
     /// applies it. An invalid file is reported (each diagnostic logged, and
-    /// recorded for `status`) and the policy in force stays.
+    /// recorded for `status`) and the policy in force stays. When only VMs
+    /// changed, only those are read ([`Policy::update`]).
     pub async fn reload(&mut self, now: DateTime<Utc>) -> Result<Reload, AgentError> {
+        let began = Instant::now();
         let bytes = match std::fs::read(&self.policy_path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -369,24 +426,29 @@ impl Agent {
         let hash = policy::sha256_hex(&bytes);
         if hash == self.policy.hash {
             if self.state.rejected.take().is_some() {
-                self.states.save(&self.state)?;
+                self.save()?;
             }
             return Ok(Reload::Unchanged);
         }
         if self.state.rejected.as_ref().is_some_and(|r| r.hash == hash) {
             return Ok(Reload::Unchanged);
         }
-        match policy::from_bytes(&self.policy_path, &bytes) {
-            Ok(policy) => {
+        match self.policy.update(&self.policy_path, bytes, hash.clone()) {
+            Ok(change) => {
                 info!(
                     path = %self.policy_path.display(),
                     sha256 = %hash,
-                    vms = policy.vms.len(),
+                    vms = self.policy.vms.len(),
+                    read = match change {
+                        Change::Vms { .. } => "the changed VMs",
+                        Change::Whole => "the whole file",
+                    },
                     "new policy"
                 );
-                self.policy = policy;
                 self.state.rejected = None;
-                let done = self.reconcile(now).await?;
+                self.evaluate(now);
+                let mut done = self.reconcile(now).await?;
+                done.took = began.elapsed();
                 self.stats.reloads += 1;
                 Ok(Reload::Applied {
                     generation: self.state.policy.as_ref().map_or(0, |p| p.generation),
@@ -408,7 +470,7 @@ impl Agent {
                     at: now,
                     errors,
                 });
-                self.states.save(&self.state)?;
+                self.save()?;
                 Ok(Reload::Rejected)
             }
         }
@@ -441,7 +503,7 @@ impl Agent {
                         interface = name.as_deref().unwrap_or("?"),
                         "interface gone; took the program off"
                     );
-                    self.states.save(&self.state)?;
+                    self.save()?;
                 }
                 Ok(AfterLinkEvent::Done)
             }
@@ -456,10 +518,10 @@ impl Agent {
         let previous = self.known.insert(dev.index, dev.name.clone());
         let created = previous.is_none();
         let renamed = previous.is_some_and(|old| old != dev.name);
-        let Some(desired) = &self.desired else {
+        let Some(verdicts) = &self.verdicts else {
             return Ok(AfterLinkEvent::Reconcile);
         };
-        let Some(target) = target(desired, dev) else {
+        let Some(target) = target(&self.policy, verdicts, dev) else {
             // Not ours, or no longer ours under its new name.
             return Ok(if renamed {
                 AfterLinkEvent::Reconcile
@@ -476,6 +538,8 @@ impl Agent {
             // Whole seconds, rounded down: never later than the creation.
             let at = now.trunc_subsecs(0);
             self.state.interface_created.insert(dev.name.clone(), at);
+            self.created.insert(dev.name.clone(), at);
+            self.stale = true;
         }
         self.datapath.maps.set_interface(dev.index, target.entry)?;
         let hook = self
@@ -493,32 +557,41 @@ impl Agent {
         let mut record = target.record;
         record.hook = hook.to_string();
         self.state.interfaces.insert(dev.index, record);
-        self.states.save(&self.state)?;
+        self.save()?;
         Ok(AfterLinkEvent::Reconcile)
     }
 
     /// Makes maps and links match the policy at `now` and the interfaces
-    /// that exist, then saves the state.
+    /// that exist, then saves the state (if it changed). The verdicts are
+    /// evaluated again only if they can have changed since they were.
     pub async fn reconcile(&mut self, now: DateTime<Utc>) -> Result<Reconciled, AgentError> {
+        let began = Instant::now();
         let devs = netdev::list().await?;
         self.known = devs.iter().map(|d| (d.index, d.name.clone())).collect();
-        let desired = self.evaluate(now);
+        let due = self
+            .verdicts
+            .as_ref()
+            .is_none_or(|v| v.next_change.is_some_and(|t| t <= now));
+        if self.stale || due {
+            self.evaluate(now);
+        }
+        let verdicts = self.verdicts.as_ref().expect("evaluated above");
         let generation = self.generation();
         let targets: Vec<Target> = devs
             .iter()
-            .filter_map(|dev| target(&desired, dev))
+            .filter_map(|dev| target(&self.policy, verdicts, dev))
             .collect();
-        self.grow_if_needed(desired.vms.len().max(targets.len()))?;
+        self.grow_if_needed(self.policy.vms.len().max(targets.len()))?;
 
         // Maps first: an interface's entry exists before its program does.
-        let (actual, wanted, sync) = self.sync_maps(&desired, &targets, generation)?;
+        let (actual, wanted, sync) = self.sync_maps(&targets, generation)?;
         let mut done = Reconciled {
             written: sync.written,
             removed: sync.removed,
             ..Reconciled::default()
         };
         let enforced = self.sync_links(&targets, &mut done)?;
-        self.retire(&actual, &wanted, &desired, &targets, &mut done)?;
+        self.retire(&actual, &wanted, &targets, &mut done)?;
         self.commit_map_set(&done)?;
 
         done.enforced = enforced.len();
@@ -526,13 +599,13 @@ impl Agent {
             .values()
             .filter(|r| r.verdict == policy::Verdict::Block.as_str())
             .count();
-        self.record(now, generation, &desired, enforced)?;
-        self.desired = Some(desired);
-        self.refresh_who();
+        self.record(now, generation, enforced)?;
+        self.retain_attempts();
         self.stats.attach_failures += done.failed as u64;
         if done.failed == 0 {
             self.stats.last_apply = Some(now);
         }
+        done.took = began.elapsed();
         Ok(done)
     }
 
@@ -553,26 +626,43 @@ impl Agent {
             snapshot.policy_hash.clone_from(&p.hash);
             snapshot.policy_path = p.path.display().to_string();
         }
-        if let Some(desired) = &self.desired {
-            for vm in &desired.vms {
-                match vm.verdict {
-                    policy::Verdict::Allow => snapshot.vms_allowed += 1,
-                    policy::Verdict::Block => snapshot.vms_blocked += 1,
-                }
-                if let Some(c) = totals.get(&vm.key) {
-                    snapshot.counters.push(metrics::VmCounters {
-                        vm: vm.name.clone(),
-                        subscription: vm.subscription.clone(),
-                        counters: *c,
-                    });
-                }
-                if let Some(a) = attempts.get(&vm.key) {
-                    snapshot.attempts.push(metrics::VmAttempts {
-                        vm: vm.name.clone(),
-                        subscription: vm.subscription.clone(),
-                        attempts: *a,
-                    });
-                }
+        if let Some(verdicts) = &self.verdicts {
+            let blocked = verdicts.blocked();
+            snapshot.vms_blocked = blocked as u64;
+            snapshot.vms_allowed = (verdicts.len() - blocked) as u64;
+            // The VMs with counters, in policy order.
+            let name = |i: usize| {
+                let vm = &self.policy.vms[i];
+                (
+                    vm.name.to_string(),
+                    self.policy.subscription_of(vm).id.to_string(),
+                )
+            };
+            let mut counted: Vec<(usize, u64)> = totals
+                .keys()
+                .filter_map(|&key| self.policy.vm_index_by_key(key).map(|i| (i, key)))
+                .collect();
+            counted.sort_unstable();
+            for (i, key) in counted {
+                let (vm, subscription) = name(i);
+                snapshot.counters.push(metrics::VmCounters {
+                    vm,
+                    subscription,
+                    counters: totals[&key],
+                });
+            }
+            let mut tried: Vec<(usize, u64)> = attempts
+                .keys()
+                .filter_map(|&key| self.policy.vm_index_by_key(key).map(|i| (i, key)))
+                .collect();
+            tried.sort_unstable();
+            for (i, key) in tried {
+                let (vm, subscription) = name(i);
+                snapshot.attempts.push(metrics::VmAttempts {
+                    vm,
+                    subscription,
+                    attempts: attempts[&key],
+                });
             }
         }
         // Interfaces that belong to no VM count under their own name.
@@ -627,37 +717,33 @@ impl Agent {
         Ok(())
     }
 
-    /// The policy's verdicts at `now`, with the interface creations seen.
-    fn evaluate(&self, now: DateTime<Utc>) -> Desired {
-        let interface_created: HashMap<String, DateTime<Utc>> = self
-            .state
-            .interface_created
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        policy::evaluate(
+    /// Evaluates the policy's verdicts at `now`, with the interface
+    /// creations seen.
+    fn evaluate(&mut self, now: DateTime<Utc>) {
+        self.verdicts = Some(policy::verdicts(
             &self.policy,
             &policy::Facts {
                 now,
-                interface_created: &interface_created,
+                interface_created: &self.created,
             },
-        )
+        ));
+        self.stale = false;
     }
 
     /// Writes what differs between the maps and the policy; returns what the
     /// maps held, what they hold now, and what was written.
     fn sync_maps(
         &mut self,
-        desired: &Desired,
         targets: &[Target],
         generation: u64,
     ) -> Result<(KernelState, KernelState, SyncReport), AgentError> {
+        let e = &self.policy.enforcement;
         let mut wanted = KernelState {
-            config: kernel_config(desired, generation),
-            ports: desired.enforcement.ports.iter().copied().collect(),
+            config: kernel_config(e, generation),
+            ports: e.ports.iter().copied().collect(),
             ..KernelState::default()
         };
-        wanted.set_allowed(&desired.enforcement.allow_destinations);
+        wanted.set_allowed(&e.allow_destinations);
         wanted.ifaces = targets.iter().map(|t| (t.dev.index, t.entry)).collect();
         let actual = self.datapath.maps.read_state()?;
         let sync = self.datapath.maps.apply(&actual, &wanted)?;
@@ -733,7 +819,6 @@ impl Agent {
         &mut self,
         actual: &KernelState,
         wanted: &KernelState,
-        desired: &Desired,
         targets: &[Target],
         done: &mut Reconciled,
     ) -> Result<(), AgentError> {
@@ -755,11 +840,18 @@ impl Agent {
                 done.removed += 1;
             }
         }
-        let keys: BTreeSet<u64> = desired
-            .vms
-            .iter()
-            .map(|vm| vm.key)
-            .chain(targets.iter().map(|t| t.entry.vm_key))
+        // The counters kept: those of a VM of the policy, or of an
+        // enforced interface. Only keys that have counters are looked at
+        // (a VM has some once a packet of it was held back).
+        let keys: BTreeSet<u64> = self
+            .datapath
+            .maps
+            .counters_by_key()?
+            .into_keys()
+            .filter(|&key| {
+                self.policy.vm_index_by_key(key).is_some()
+                    || targets.iter().any(|t| t.entry.vm_key == key)
+            })
             .collect();
         done.removed += self.datapath.maps.prune_counters(&keys)?;
         Ok(())
@@ -791,11 +883,12 @@ impl Agent {
         }
     }
 
+    /// What the state says of the policy in force and the interfaces
+    /// enforced; the copy of the policy file first when it is new.
     fn record(
         &mut self,
         now: DateTime<Utc>,
         generation: u64,
-        desired: &Desired,
         interfaces: BTreeMap<u32, EnforcedInterface>,
     ) -> Result<(), AgentError> {
         let same_policy = self
@@ -812,46 +905,49 @@ impl Agent {
             });
         }
         self.state.interfaces = interfaces;
-        self.state.vms = desired
-            .vms
-            .iter()
-            .map(|vm| VmRecord {
-                name: vm.name.clone(),
-                subscription: vm.subscription.clone(),
-                offer: vm.offer.clone(),
-                interface: vm.interface.clone(),
-                verdict: vm.verdict.as_str().to_owned(),
-                reason: vm.reason.to_string(),
-                reason_code: vm.reason.code().to_owned(),
-                key: vm.key,
-            })
-            .collect();
-        self.states.save(&self.state)?;
+        self.state.evaluated_at = self.verdicts.as_ref().map(|v| v.at);
+        self.state.version = crate::state::STATE_VERSION;
+        // A state of version 1 had a record of every VM: `status` reads the
+        // policy copy instead.
+        self.state.vms = Vec::new();
+        if self.copied.as_deref() != Some(self.policy.hash.as_str())
+            && let Some(text) = self.policy.text()
+        {
+            self.states.save_policy(text.as_bytes())?;
+            self.copied = Some(self.policy.hash.clone());
+        }
+        self.save()
+    }
+
+    /// Saves the state, if it changed since it was last saved.
+    fn save(&mut self) -> Result<(), AgentError> {
+        self.states.save_if_changed(&self.state, &mut self.saved)?;
         Ok(())
     }
 }
 
 /// The enforcement the policy wants on one interface, if any.
-fn target(desired: &Desired, dev: &NetDev) -> Option<Target> {
-    let verdict = desired.interface(&dev.name)?;
-    let hook = hook_for(desired.enforcement.hook, &dev.kind);
+fn target(policy: &Policy, verdicts: &Verdicts, dev: &NetDev) -> Option<Target> {
+    let enforced = policy.enforced(verdicts, &dev.name)?;
+    let e = &policy.enforcement;
+    let hook = hook_for(e.hook, &dev.kind);
     Some(Target {
         dev: dev.clone(),
         entry: IfaceEntry {
-            vm_key: verdict.key,
-            verdict: verdict_code(verdict.verdict),
+            vm_key: enforced.key,
+            verdict: verdict_code(enforced.verdict),
             flags: 0,
         },
         hook,
         replies_lost: hook == Hook::Xdp
             && dev.kind == DevKind::Veth
-            && desired.enforcement.action != policy::Action::Drop,
+            && e.action != policy::Action::Drop,
         record: EnforcedInterface {
             name: dev.name.clone(),
             hook: hook.to_string(),
-            vm: verdict.vm.map(|vm| vm.name.clone()),
-            verdict: verdict.verdict.as_str().to_owned(),
-            key: verdict.key,
+            vm: enforced.vm.map(|i| policy.vms[i].name.to_string()),
+            verdict: enforced.verdict.as_str().to_owned(),
+            key: enforced.key,
         },
     })
 }
@@ -859,7 +955,13 @@ fn target(desired: &Desired, dev: &NetDev) -> Option<Target> {
 /// Loads the programs over the pinned maps, carrying the counters over when
 /// the maps are new (another layout, or larger).
 fn load_datapath(pins: &PinDir, capacities: Capacities) -> Result<Datapath, AgentError> {
-    let mut datapath = Datapath::load_pinned(pins, capacities)?;
+    commit_datapath(pins, Datapath::stage(pins, capacities)?)
+}
+
+/// Pins what [`Datapath::stage`] loaded, and carries the counters over when
+/// the maps are new.
+fn commit_datapath(pins: &PinDir, staged: Staged) -> Result<Datapath, AgentError> {
+    let mut datapath = staged.commit(pins)?;
     if let Some(old) = datapath.replaces().map(Path::to_owned) {
         let carried = datapath.maps.carry_counters(&old)?;
         info!(from = %old.display(), vms = carried, "carried the counters over to the new maps");

@@ -1,10 +1,16 @@
-//! What the agent remembers besides the maps: the policy in force and the
-//! verdicts it led to, the interface creations it saw (rule 3 of the verdict
-//! rules counts a new interface as a VM restart), and which process is the
-//! agent. It lives in a state directory under /run (a tmpfs, like bpffs: both
-//! go at reboot), one per pin directory, so two agents never share one.
+//! What the agent remembers besides the maps: the policy in force (and a
+//! copy of its file), when its verdicts were evaluated, the interface
+//! creations it saw (rule 3 of the verdict rules counts a new interface as a
+//! VM restart), and which process is the agent. It lives in a state
+//! directory under /run (a tmpfs, like bpffs: both go at reboot), one per pin
+//! directory, so two agents never share one.
 //!
-//! `status` reads it, with the pinned maps, whether or not an agent runs.
+//! `status` reads it, with the pinned maps, whether or not an agent runs:
+//! the VMs' verdicts and reasons are those of the copy of the policy in
+//! force, evaluated at the time the agent evaluated it, with the interface
+//! creations it had seen (the rules are pure: the same facts give the same
+//! verdicts). The state file itself stays small (no record per VM), and is
+//! written only when it changes.
 
 use std::{
     collections::BTreeMap,
@@ -23,10 +29,14 @@ pub const STATE_ROOT: &str = "/run/egress-guard";
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "agent.lock";
+/// The file of the policy in force, as the agent read it.
+const POLICY_FILE: &str = "policy.yaml";
 /// The last blocked connection attempts of each VM (see
 /// [`RecentAttempts`]), for `status --vm`.
 const ATTEMPTS_FILE: &str = "attempts.json";
-const STATE_VERSION: u32 = 1;
+/// 1: every VM's verdict and reason recorded in the state file; 2: none,
+/// the policy file kept beside it instead ([`POLICY_FILE`]).
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -112,6 +122,48 @@ impl StateDir {
         self.write_json(STATE_FILE, state)
     }
 
+    /// Saves `state` unless it is what `last` says was saved last; `last`
+    /// is then what was saved. Returns whether it wrote.
+    pub fn save_if_changed(
+        &self,
+        state: &AgentState,
+        last: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        let path = self.state_file();
+        let text = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        if text == *last {
+            return Ok(false);
+        }
+        self.write_bytes(STATE_FILE, &text, true)?;
+        *last = text;
+        Ok(true)
+    }
+
+    /// The path of the copy of the policy in force.
+    pub fn policy_file(&self) -> PathBuf {
+        self.path.join(POLICY_FILE)
+    }
+
+    /// Keeps a copy of the policy file in force (atomically). Not synced to
+    /// disk: like the state, it does not outlive a reboot (bpffs does not
+    /// either), and a reader sees the old file or the new one.
+    pub fn save_policy(&self, text: &[u8]) -> Result<(), StateError> {
+        self.write_bytes(POLICY_FILE, text, false)
+    }
+
+    /// The copy of the policy in force, if there is one.
+    pub fn load_policy(&self) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.policy_file();
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
     /// The last blocked connection attempts saved, if any.
     pub fn load_attempts(&self) -> Result<Option<RecentAttempts>, StateError> {
         let path = self.path.join(ATTEMPTS_FILE);
@@ -134,16 +186,24 @@ impl StateDir {
     /// temporary file, synced, then renamed over the old one, so that a
     /// reader sees the old file or the new one, never a part.
     fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        let text = serde_json::to_vec(value).map_err(|source| StateError::Corrupt {
+            path: self.path.join(name),
+            source,
+        })?;
+        self.write_bytes(name, &text, true)
+    }
+
+    /// Writes `bytes` to `name` in the state directory, by way of a
+    /// temporary file renamed over the old one (synced first with `sync`).
+    fn write_bytes(&self, name: &str, bytes: &[u8], sync: bool) -> Result<(), StateError> {
         std::fs::create_dir_all(&self.path).map_err(io_err(&self.path))?;
         let path = self.path.join(name);
         let tmp = self.path.join(format!(".{name}.tmp"));
-        let text = serde_json::to_vec(value).map_err(|source| StateError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
         let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(&text).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
+        if sync {
+            file.sync_all().map_err(io_err(&tmp))?;
+        }
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
@@ -224,8 +284,13 @@ pub struct AgentState {
     /// The enforced interfaces, by ifindex.
     #[serde(default)]
     pub interfaces: BTreeMap<u32, EnforcedInterface>,
-    /// The verdict of each VM in the policy in force, as enforced.
-    #[serde(default)]
+    /// The time the verdicts the maps hold were evaluated at: `status`
+    /// evaluates the copy of the policy at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<DateTime<Utc>>,
+    /// Version 1: the verdict of each VM in the policy in force, as
+    /// enforced. Read (for `status`), never written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms: Vec<VmRecord>,
 }
 
@@ -269,6 +334,7 @@ pub struct EnforcedInterface {
     pub key: u64,
 }
 
+/// One VM's verdict, as a state file of version 1 recorded it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
     pub name: String,
@@ -381,6 +447,42 @@ mod tests {
         states.save_attempts(&recent).unwrap();
         assert_eq!(states.load_attempts().unwrap(), Some(recent));
         states.remove().unwrap();
+    }
+
+    #[test]
+    fn saves_are_skipped_when_nothing_changed_and_the_policy_is_kept() {
+        let dir = std::env::temp_dir().join(format!("egt-skip-{}", std::process::id()));
+        let states = StateDir::new(&dir);
+        let mut state = AgentState::new();
+        let mut last = Vec::new();
+        assert!(states.save_if_changed(&state, &mut last).unwrap());
+        assert!(!states.save_if_changed(&state, &mut last).unwrap());
+        state.evaluated_at = Some("2026-01-02T03:04:05Z".parse().unwrap());
+        assert!(states.save_if_changed(&state, &mut last).unwrap());
+        assert_eq!(states.load().unwrap(), Some(state));
+        assert_eq!(states.load_policy().unwrap(), None);
+        states.save_policy(b"version: 1\n").unwrap();
+        assert_eq!(
+            states.load_policy().unwrap().as_deref(),
+            Some(&b"version: 1\n"[..])
+        );
+        states.remove().unwrap();
+    }
+
+    /// A state file written by the agent before version 2 (every VM's
+    /// record in it) still reads, records and all.
+    #[test]
+    fn a_version_1_state_file_reads() {
+        let text = r#"{"version":1,"policy":{"path":"/etc/egress-guard/policy.yaml","hash":"ab","generation":3,"applied_at":"2026-01-02T03:04:05Z"},"rejected":null,"interface_created":{"tap1":"2026-01-02T03:04:05Z"},"interfaces":{"7":{"name":"tap1","hook":"tc","vm":"web-1","verdict":"block","key":42}},"vms":[{"name":"web-1","subscription":"s","offer":"msdn","interface":"tap1","verdict":"block","reason":"r","reason_code":"not-exemptable","key":42}]}"#;
+        let state: AgentState = serde_json::from_str(text).unwrap();
+        assert_eq!(state.version, 1);
+        assert_eq!(state.vms.len(), 1);
+        assert_eq!(state.evaluated_at, None);
+        assert_eq!(state.interfaces[&7].vm.as_deref(), Some("web-1"));
+        // Written again, it has no records.
+        let mut state = state;
+        state.vms.clear();
+        assert!(!serde_json::to_string(&state).unwrap().contains("\"vms\""));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! |---|---|
 //! | rtnetlink link event | the interface is enforced (or cleaned up) at once; a reconcile follows shortly |
 //! | the policy file changes (inotify, or a 1 s identity poll) | after 100 ms of quiet, the file is re-read and, if new and valid, applied |
-//! | SIGHUP | the file is re-read, and a full reconcile runs |
-//! | a grant, revocation or start time comes | a full reconcile at that instant |
-//! | every 30 s | a full reconcile, which catches whatever an event missed |
+//! | SIGHUP | the file is re-read, and a full reconcile runs (verdicts evaluated again) |
+//! | a grant, revocation or start time comes | a full reconcile at that instant, verdicts evaluated again |
+//! | every 30 s | a full reconcile, which catches whatever an event missed (interfaces listed and compared with the maps and links; the verdicts are evaluated again only if they can have changed) |
 //! | a scrape of `/metrics` | a snapshot of the counters and the agent's state |
 //! | the ring buffer of blocked attempts is readable | the events are logged (repeats summarised) |
 //! | every second | repeat windows that ended are summarised; the last attempts are saved |
@@ -119,6 +119,7 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
             _ = hangup.recv() => {
                 info!("SIGHUP: re-reading the policy");
                 reload(&mut agent).await;
+                agent.refresh_verdicts();
                 due = Instant::now();
             }
             event = links.next() => {
@@ -229,6 +230,9 @@ fn instant_of(at: chrono::DateTime<Utc>) -> Instant {
     Instant::now() + wait
 }
 
+/// The `applied` event, when something changed. `took_ms` is the work
+/// that led to it: for a new policy, from reading the file to the last map
+/// write and the state saved (the quiet wait before is not in it).
 fn log_changes(done: &Reconciled) {
     if done.written + done.removed + done.attached + done.detached > 0 {
         info!(
@@ -239,6 +243,7 @@ fn log_changes(done: &Reconciled) {
             map_removals = done.removed,
             attached = done.attached,
             detached = done.detached,
+            took_ms = (done.took.as_secs_f64() * 1e6).round() / 1e3,
             "applied"
         );
     }

@@ -3,8 +3,17 @@
 //! hook, each VM with its verdict, reason and counters (held back, by
 //! reason, and its blocked connection attempts). `--vm NAME` shows one VM,
 //! with its last blocked attempts (from the agent's state directory).
+//!
+//! The VMs' verdicts and reasons are those the agent enforces: the copy of
+//! the policy in force that it keeps in its state directory, evaluated at
+//! the time it evaluated it, with the interface creations it had seen. A
+//! state directory written before that copy existed (state version 1) has
+//! a record of every VM instead, which is shown as it is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use egress_guard_common::maps::{Attempts, Counters, IfaceEntry, VERDICT_ALLOW, reason};
 use serde::Serialize;
@@ -18,7 +27,8 @@ use crate::{
         maps::MapsError,
     },
     netdev::{self, NetdevError},
-    state::{AgentState, PolicyInForce, RecentAttempt, RejectedPolicy, StateError},
+    policy::{self, Facts, Policy},
+    state::{AgentState, PolicyInForce, RecentAttempt, RejectedPolicy, StateError, VmRecord},
 };
 
 #[derive(Debug, Error)]
@@ -176,24 +186,120 @@ fn counts(c: &Counters) -> BTreeMap<&'static str, Count> {
         .collect()
 }
 
-/// The name of the VM `--vm NAME` means: a VM named so, or else the VM of
-/// the interface named so.
-fn selected_vm(
-    state: &AgentState,
-    name: &str,
-    root: &std::path::Path,
-) -> Result<String, StatusError> {
-    state
-        .vms
-        .iter()
-        .find(|v| v.name == name)
-        .or_else(|| state.vms.iter().find(|v| v.interface == name))
-        .map(|v| v.name.clone())
-        .ok_or_else(|| StatusError::UnknownVm {
-            name: name.to_owned(),
-            pin_dir: root.display().to_string(),
-            known: state.vms.iter().map(|v| v.name.clone()).collect(),
-        })
+/// The VMs of the policy in force, and where their verdicts come from.
+enum Vms {
+    /// The copy of the policy in force, evaluated as the agent did.
+    Evaluated {
+        policy: Box<Policy>,
+        /// When the agent evaluated it.
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// A state of version 1: its records.
+    Recorded(Vec<VmRecord>),
+}
+
+impl Vms {
+    fn len(&self) -> usize {
+        match self {
+            Vms::Evaluated { policy, .. } => policy.vms.len(),
+            Vms::Recorded(records) => records.len(),
+        }
+    }
+
+    fn name(&self, i: usize) -> &str {
+        match self {
+            Vms::Evaluated { policy, .. } => &policy.vms[i].name,
+            Vms::Recorded(records) => &records[i].name,
+        }
+    }
+
+    /// The VM `--vm NAME` means: a VM named so, or else the VM of the
+    /// interface named so.
+    fn find(&self, name: &str) -> Option<usize> {
+        match self {
+            Vms::Evaluated { policy, .. } => policy
+                .vm_index_by_name(name)
+                .or_else(|| policy.vm_index_by_interface(name)),
+            Vms::Recorded(records) => records
+                .iter()
+                .position(|v| v.name == name)
+                .or_else(|| records.iter().position(|v| v.interface == name)),
+        }
+    }
+
+    /// The `i`th VM's record: its verdict and reason as enforced.
+    fn record(
+        &self,
+        i: usize,
+        created: &HashMap<String, chrono::DateTime<chrono::Utc>>,
+    ) -> VmRecord {
+        match self {
+            Vms::Recorded(records) => records[i].clone(),
+            Vms::Evaluated { policy, at } => {
+                let vm = &policy.vms[i];
+                let sub = policy.subscription_of(vm);
+                let (verdict, reason) = policy.decide(
+                    i,
+                    &Facts {
+                        now: *at,
+                        interface_created: created,
+                    },
+                );
+                VmRecord {
+                    name: vm.name.to_string(),
+                    subscription: sub.id.to_string(),
+                    offer: sub.offer.to_string(),
+                    interface: vm.interface.to_string(),
+                    verdict: verdict.as_str().to_owned(),
+                    reason: reason.to_string(),
+                    reason_code: reason.code().to_owned(),
+                    key: vm.key,
+                }
+            }
+        }
+    }
+}
+
+/// The state, and the VMs of the policy in force. The agent writes the copy
+/// of a new policy before the state that names it: a state read between
+/// the two still names the previous policy, and is read again.
+async fn load(location: &Location) -> Result<(Option<AgentState>, Vms), StatusError> {
+    for _ in 0..50 {
+        let Some(state) = location.states.load()? else {
+            return Ok((None, Vms::Recorded(Vec::new())));
+        };
+        let hash = state.policy.as_ref().map(|p| p.hash.clone());
+        let copy = match (&hash, location.states.load_policy()?) {
+            (Some(hash), Some(bytes)) => Some((policy::sha256_hex(&bytes) == *hash, bytes)),
+            _ => None,
+        };
+        match copy {
+            Some((true, bytes)) => {
+                let at = state
+                    .evaluated_at
+                    .or(state.policy.as_ref().map(|p| p.applied_at))
+                    .unwrap_or_else(chrono::Utc::now);
+                let vms = match policy::from_vec(&location.states.policy_file(), bytes) {
+                    Ok(policy) => Vms::Evaluated {
+                        policy: Box::new(policy),
+                        at,
+                    },
+                    // Not a policy this build reads: no verdicts to show.
+                    Err(_) => Vms::Recorded(Vec::new()),
+                };
+                return Ok((Some(state), vms));
+            }
+            Some((false, _)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            None => {
+                let records = state.vms.clone();
+                return Ok((Some(state), Vms::Recorded(records)));
+            }
+        }
+    }
+    // The copy never matched: the state's own records, if any.
+    let state = location.states.load()?;
+    let records = state.as_ref().map(|s| s.vms.clone()).unwrap_or_default();
+    Ok((state, Vms::Recorded(records)))
 }
 
 /// Reads the pinned state of `location`: everything, or with `vm` only that
@@ -201,15 +307,25 @@ fn selected_vm(
 /// attempts.
 pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, StatusError> {
     let root = location.pins.root();
-    let state = location.states.load()?;
+    let (state, vms) = load(location).await?;
     if !root.exists() && state.is_none() {
         return Err(StatusError::Nothing(root.display().to_string()));
     }
     let state = state.unwrap_or_default();
     let only = match vm {
-        Some(name) => Some(selected_vm(&state, name, root)?),
+        Some(name) => match vms.find(name) {
+            Some(i) => Some(i),
+            None => {
+                return Err(StatusError::UnknownVm {
+                    name: name.to_owned(),
+                    pin_dir: root.display().to_string(),
+                    known: (0..vms.len()).map(|i| vms.name(i).to_owned()).collect(),
+                });
+            }
+        },
         None => None,
     };
+    let only_name = only.map(|i| vms.name(i).to_owned());
     let pid = location.states.running_agent();
     let maps = Maps::open_pinned(&location.pins)?;
     let totals = maps.counters_by_key()?;
@@ -226,22 +342,30 @@ pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, Sta
         .map(|d| (d.index, d.name))
         .collect();
 
-    let interfaces = interfaces(location, &state, only.as_deref(), &entries, &names)?;
+    let interfaces = interfaces(location, &state, only_name.as_deref(), &entries, &names)?;
 
-    let vms = state
-        .vms
+    let created: HashMap<String, chrono::DateTime<chrono::Utc>> = state
+        .interface_created
         .iter()
-        .filter(|vm| only.as_ref().is_none_or(|name| *name == vm.name))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let selected: Vec<usize> = match only {
+        Some(i) => vec![i],
+        None => (0..vms.len()).collect(),
+    };
+    let vms = selected
+        .into_iter()
+        .map(|i| vms.record(i, &created))
         .map(|vm| {
             let c = totals.get(&vm.key).copied().unwrap_or_default();
             VmStatus {
                 name: vm.name.clone(),
-                subscription: vm.subscription.clone(),
-                offer: vm.offer.clone(),
-                interface: vm.interface.clone(),
-                verdict: vm.verdict.clone(),
-                reason: vm.reason.clone(),
-                reason_code: vm.reason_code.clone(),
+                subscription: vm.subscription,
+                offer: vm.offer,
+                interface: vm.interface,
+                verdict: vm.verdict,
+                reason: vm.reason,
+                reason_code: vm.reason_code,
                 held_back: Count {
                     packets: HELD_BACK.iter().map(|&r| c.packets[r]).sum(),
                     bytes: HELD_BACK.iter().map(|&r| c.bytes[r]).sum(),

@@ -70,6 +70,12 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
 }
 
 /// The loaded programs and their maps.
@@ -94,7 +100,17 @@ impl Datapath {
     /// [`Datapath::replaces`]) and the old one stays untouched until
     /// [`PinDir::commit_map_set`].
     pub fn load_pinned(pins: &PinDir, capacities: Capacities) -> Result<Self, DatapathError> {
-        pins.create()?;
+        Self::stage(pins, capacities)?.commit(pins)
+    }
+
+    /// What [`Datapath::load_pinned`] does before it writes to bpffs: the
+    /// map set is chosen as it does, the maps of it that are pinned already
+    /// are opened, the others are made (unpinned), and the programs are
+    /// loaded and verified over them. Nothing under the pin directory
+    /// changes until [`Staged::commit`]; dropping the result leaves no
+    /// trace. The agent does this while it validates the policy.
+    pub fn stage(pins: &PinDir, capacities: Capacities) -> Result<Staged, DatapathError> {
+        pins.check_bpffs()?;
         let object = object()?;
         let expected = maps::expected_shapes(object, capacities)?;
         let current = pins.current_map_set();
@@ -121,11 +137,7 @@ impl Datapath {
             },
             None => (pins.new_map_set(), None),
         };
-        std::fs::create_dir_all(&set).map_err(|source| DatapathError::Io {
-            path: set.clone(),
-            source,
-        })?;
-        let map_paths: Vec<(&str, PathBuf)> = shared::ALL
+        let map_paths: Vec<(&'static str, PathBuf)> = shared::ALL
             .iter()
             .map(|name| (*name, set.join(name)))
             .collect();
@@ -133,14 +145,23 @@ impl Datapath {
         loader
             .map_max_entries(shared::IFACES, capacities.ifaces)
             .map_max_entries(shared::COUNTERS, capacities.counters);
+        let mut unpinned = Vec::new();
         for (name, path) in &map_paths {
-            loader.map_pin_path(name, path.as_path());
+            if path.exists() {
+                loader.map_pin_path(name, path.as_path());
+            } else {
+                unpinned.push((*name, path.clone()));
+            }
         }
-        let mut datapath = Self::finish(loader.load(object)?)?;
-        datapath.map_set = Some(set);
-        datapath.replaces = replaces;
-        datapath.capacity = capacity;
-        Ok(datapath)
+        let mut ebpf = loader.load(object)?;
+        load_programs(&mut ebpf)?;
+        Ok(Staged {
+            ebpf,
+            set,
+            replaces,
+            capacity,
+            unpinned,
+        })
     }
 
     /// The ring buffer of blocked connection attempts (once: its reader
@@ -178,6 +199,12 @@ impl Datapath {
     }
 
     fn finish(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
+        load_programs(&mut ebpf)?;
+        Self::assemble(ebpf)
+    }
+
+    /// The maps and the ring buffer taken out of a loaded object.
+    fn assemble(mut ebpf: Ebpf) -> Result<Self, DatapathError> {
         let maps = Maps::take(&mut ebpf)?;
         let events = ebpf
             .take_map(shared::EVENTS)
@@ -186,29 +213,14 @@ impl Datapath {
             name: shared::EVENTS,
             source,
         })?;
-        let mut datapath = Self {
+        Ok(Self {
             ebpf,
             maps,
             events: Some(events),
             map_set: None,
             replaces: None,
             capacity: Capacities::default(),
-        };
-        datapath
-            .xdp()?
-            .load()
-            .map_err(|source| DatapathError::Program {
-                name: XDP_PROGRAM,
-                source,
-            })?;
-        datapath
-            .tc()?
-            .load()
-            .map_err(|source| DatapathError::Program {
-                name: TC_PROGRAM,
-                source,
-            })?;
-        Ok(datapath)
+        })
     }
 
     /// The kernel ids of the loaded XDP and TC programs.
@@ -253,6 +265,69 @@ impl Datapath {
             source,
         })
     }
+}
+
+/// Programs loaded and verified over the maps they will use, nothing of
+/// them pinned yet: see [`Datapath::stage`].
+pub struct Staged {
+    ebpf: Ebpf,
+    set: PathBuf,
+    replaces: Option<PathBuf>,
+    capacity: Capacities,
+    /// The maps this load made, and where [`Staged::commit`] pins them.
+    unpinned: Vec<(&'static str, PathBuf)>,
+}
+
+impl Staged {
+    /// Makes the pin directory and the map set, pins the maps made by the
+    /// load: the datapath [`Datapath::load_pinned`] would have given.
+    pub fn commit(self, pins: &PinDir) -> Result<Datapath, DatapathError> {
+        pins.create()?;
+        std::fs::create_dir_all(&self.set).map_err(|source| DatapathError::Io {
+            path: self.set.clone(),
+            source,
+        })?;
+        for (name, path) in &self.unpinned {
+            let map = self.ebpf.map(name).ok_or(MapsError::Missing(name))?;
+            map.pin(path).map_err(|source| DatapathError::Pin {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let mut datapath = Datapath::assemble(self.ebpf)?;
+        datapath.map_set = Some(self.set);
+        datapath.replaces = self.replaces;
+        datapath.capacity = self.capacity;
+        Ok(datapath)
+    }
+}
+
+/// Loads (and so verifies) both programs of a loaded object.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let xdp: &mut Xdp = ebpf
+        .program_mut(XDP_PROGRAM)
+        .ok_or(DatapathError::MissingProgram(XDP_PROGRAM))?
+        .try_into()
+        .map_err(|source| DatapathError::Program {
+            name: XDP_PROGRAM,
+            source,
+        })?;
+    xdp.load().map_err(|source| DatapathError::Program {
+        name: XDP_PROGRAM,
+        source,
+    })?;
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(TC_PROGRAM)
+        .ok_or(DatapathError::MissingProgram(TC_PROGRAM))?
+        .try_into()
+        .map_err(|source| DatapathError::Program {
+            name: TC_PROGRAM,
+            source,
+        })?;
+    tc.load().map_err(|source| DatapathError::Program {
+        name: TC_PROGRAM,
+        source,
+    })
 }
 
 fn object() -> Result<&'static [u8], DatapathError> {

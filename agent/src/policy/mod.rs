@@ -140,9 +140,7 @@ fn from_vec_hashed(
     let text =
         String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes(), &e.utf8_error()))?;
     let (mut policy, layout) = parse_text(&path.display().to_string(), &text, hash)?;
-    if let Some(layout) = layout {
-        policy.source = Some(update::Source { text, layout });
-    }
+    policy.source = Some(update::Source { text, layout });
     Ok(policy)
 }
 
@@ -160,6 +158,13 @@ fn not_utf8(path: &Path, bytes: &[u8], e: &std::str::Utf8Error) -> PolicyError {
         column,
         message: "the policy file is not UTF-8 text".to_owned(),
     }])
+}
+
+/// About how many VMs a policy file has, without reading it: the `name:`
+/// keys in it (each VM has one; subscriptions have none). For sizing what
+/// must be ready before the file is read; a file that holds more is fine.
+pub fn estimate_vms(bytes: &[u8]) -> usize {
+    memchr::memmem::find_iter(bytes, b"name:").count()
 }
 
 /// Validates the policy text `text`; `file` names it in messages.

@@ -35,8 +35,10 @@ pub struct Policy {
     pub hash: String,
     /// The VMs by interface name and by key (which also finds them by name).
     pub(crate) index: VmIndex,
-    /// The file's text and where its VMs are in it, when the file is simple
-    /// enough for a changed one to be read VM by VM ([`super::update`]).
+    /// The file's text (when it was read from bytes the policy could keep,
+    /// [`super::from_vec`]), and where its VMs are in it when the file is
+    /// simple enough for a changed one to be read VM by VM
+    /// ([`super::update`]).
     pub(crate) source: Option<super::update::Source>,
 }
 
@@ -66,8 +68,8 @@ impl Policy {
         self.index.by_key(&self.vms, key)
     }
 
-    /// The text of the policy file, when it is kept (files whose VMs can be
-    /// read one by one; see [`super::update`]).
+    /// The text of the policy file, when it is kept ([`super::from_vec`],
+    /// [`super::load`]).
     pub fn text(&self) -> Option<&str> {
         self.source.as_ref().map(|s| s.text.as_str())
     }

@@ -21,11 +21,12 @@ use super::{
     validate::{Checker, SubNames, check_vm, resolve_subscriptions},
 };
 
-/// The text of a policy file, and where its VMs are in it.
+/// The text of a policy file, and where its VMs are in it (when [`fast`]
+/// read it).
 #[derive(Clone, Debug)]
 pub(crate) struct Source {
     pub(crate) text: String,
-    pub(crate) layout: Layout,
+    pub(crate) layout: Option<Layout>,
 }
 
 /// What [`Policy::update`] changed.
@@ -66,15 +67,17 @@ impl Policy {
         let Some(source) = &self.source else {
             return Err(bytes);
         };
-        let Some(plan) = plan(source, &bytes) else {
+        let Some(layout) = &source.layout else {
+            return Err(bytes);
+        };
+        let Some(plan) = plan(&source.text, layout, &bytes) else {
             return Err(bytes);
         };
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => return Err(e.into_bytes()),
         };
-        let Some(items) =
-            fast::read_items(&text, plan.from, plan.to_new, source.layout.column as usize)
+        let Some(items) = fast::read_items(&text, plan.from, plan.to_new, layout.column as usize)
         else {
             return Err(text.into_bytes());
         };
@@ -113,7 +116,7 @@ impl Policy {
         // (never below the end of the new part).
         let (new_len, old_len) = (text.len(), source.text.len());
         let shifted = |x: u32| (x as usize + new_len - old_len) as u32;
-        let mut layout = source.layout.clone();
+        let mut layout = layout.clone();
         let tail: Vec<u32> = layout.starts[replaced.end..]
             .iter()
             .map(|&x| shifted(x))
@@ -133,7 +136,10 @@ impl Policy {
         for i in plan.first..plan.first + added {
             self.index.insert(&self.vms, i);
         }
-        self.source = Some(Source { text, layout });
+        self.source = Some(Source {
+            text,
+            layout: Some(layout),
+        });
         hash.clone_into(&mut self.hash);
         Ok(Change::Vms {
             at: plan.first,
@@ -157,11 +163,11 @@ struct Plan {
 
 /// The VMs that the difference between the old text and `new` lies in, if
 /// it lies within the list of VMs.
-fn plan(source: &Source, new: &[u8]) -> Option<Plan> {
-    let old = source.text.as_bytes();
-    let starts = &source.layout.starts;
+fn plan(old: &str, layout: &Layout, new: &[u8]) -> Option<Plan> {
+    let old = old.as_bytes();
+    let starts = &layout.starts;
     let first_start = *starts.first()? as usize;
-    let list_end = source.layout.end as usize;
+    let list_end = layout.end as usize;
     let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
     let longest = old.len().min(new.len()) - prefix;
     let suffix = old
@@ -176,12 +182,15 @@ fn plan(source: &Source, new: &[u8]) -> Option<Plan> {
     if prefix < first_start || old_to > list_end {
         return None;
     }
-    // The VM the difference starts in, and the one it ends in.
-    let first = starts.partition_point(|&s| s as usize <= prefix) - 1;
+    // The VM the difference starts in (and the one before it: lines added
+    // at the start of a VM may be fields of the one before, as the end of a
+    // VM and the start of the next look alike), and the one it ends in.
+    let within = starts.partition_point(|&s| s as usize <= prefix) - 1;
+    let first = within.saturating_sub(1);
     let last = if old_to > prefix {
         starts.partition_point(|&s| (s as usize) < old_to) - 1
     } else {
-        first
+        within
     };
     let end_old = starts.get(last + 1).map_or(list_end, |&s| s as usize);
     let to_new = new.len() - (old.len() - end_old);

@@ -37,7 +37,7 @@ fn same(a: &Policy, b: &Policy) {
     assert_eq!(a.text(), b.text());
     assert_eq!(
         a.source.as_ref().map(|s| &s.layout),
-        b.source.as_ref().map(|s| &s.layout)
+        b.source.as_ref().map(|s| &s.layout),
     );
     for (i, vm) in a.vms.iter().enumerate() {
         assert_eq!(a.vm_index_by_name(&vm.name), Some(i), "{}", vm.name);
