@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{fast::PLAIN, scale::big_policy};
-use crate::policy::{Change, Policy, PolicyError, from_vec, sha256_hex};
+use crate::policy::{Change, Policy, PolicyError, Verdict, from_vec, sha256_hex};
 
 fn full(text: &str) -> Result<Policy, PolicyError> {
     from_vec(Path::new("p.yaml"), text.as_bytes().to_vec())
@@ -77,9 +77,11 @@ fn a_changed_vm_is_read_alone() {
     // Added at the end, and in the middle; removed.
     let added =
         format!("{PLAIN}  - name: vm-d\n    subscription: dev-msdn\n    interface: tap-d\n");
+    // The VMs next to the change are read again with the new one (lines
+    // added at the start of a VM may be fields of the one before).
     assert!(matches!(
         check(PLAIN, &added),
-        Ok(Change::Vms { added: 2, .. })
+        Ok(Change::Vms { removed, added, .. }) if added == removed + 1
     ));
     let middle = PLAIN.replace(
         "  # a comment\n",
@@ -92,6 +94,23 @@ fn a_changed_vm_is_read_alone() {
         "",
     );
     assert!(matches!(check(PLAIN, &removed), Ok(Change::Vms { .. })));
+}
+
+/// A field added at the end of a VM starts where the next VM started: the
+/// texts compared from both ends cannot tell the two apart, so the VM
+/// before is read again too, and gets the field.
+#[test]
+fn a_field_added_at_the_end_of_a_vm_belongs_to_it() {
+    let old = PLAIN.replace("  # a comment\n", "");
+    let new = old.replace(
+        "    interface: tap-a\n",
+        "    interface: tap-a\n    override: allow\n",
+    );
+    let change = check(&old, &new).expect("valid");
+    assert!(matches!(change, Change::Vms { at: 0, .. }), "{change:?}");
+    // (check compared the whole policy with a full read.)
+    let (_, policy) = update(&old, &new);
+    assert_eq!(policy.vms[0].override_verdict, Some(Verdict::Allow));
 }
 
 #[test]
