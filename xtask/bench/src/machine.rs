@@ -16,6 +16,9 @@ pub struct Machine {
     /// `git describe`-like: the commit measured, `+dirty` when the tree
     /// had uncommitted changes.
     pub commit: String,
+    /// The 1- and 5-minute load averages as the run began (before it did
+    /// anything): how busy the machine was with other work.
+    pub load_at_start: (f64, f64),
 }
 
 impl Machine {
@@ -53,7 +56,18 @@ impl Machine {
             kernel,
             memory_gib: kib / 1024.0 / 1024.0,
             commit: commit(workspace),
+            load_at_start: load_average()?,
         })
+    }
+}
+
+/// The 1- and 5-minute load averages (`/proc/loadavg`).
+fn load_average() -> Result<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
+    let mut f = text.split_whitespace().map(str::parse::<f64>);
+    match (f.next(), f.next()) {
+        (Some(Ok(one)), Some(Ok(five))) => Ok((one, five)),
+        _ => bail!("/proc/loadavg: unexpected content: {text}"),
     }
 }
 
@@ -88,6 +102,10 @@ pub fn user_hz() -> f64 {
 pub struct CpuTimes {
     pub system: f64,
     pub softirq: f64,
+    /// Time the hypervisor gave another guest while this one wanted to run.
+    pub steal: f64,
+    /// Every column, idle included.
+    pub total: f64,
 }
 
 impl CpuTimes {
@@ -107,9 +125,12 @@ impl CpuTimes {
         }
         let hz = user_hz();
         // user nice system idle iowait irq softirq [steal ...]
+        // (guest and guest_nice, after steal, are already in user and nice.)
         Ok(Self {
             system: f[2] / hz,
             softirq: f[6] / hz,
+            steal: f.get(7).copied().unwrap_or(0.0) / hz,
+            total: f.iter().take(8).sum::<f64>() / hz,
         })
     }
 
@@ -118,6 +139,8 @@ impl CpuTimes {
         Self {
             system: self.system - earlier.system,
             softirq: self.softirq - earlier.softirq,
+            steal: self.steal - earlier.steal,
+            total: self.total - earlier.total,
         }
     }
 }

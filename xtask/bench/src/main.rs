@@ -224,6 +224,9 @@ pub struct Results {
     pub machine: machine::Machine,
     pub started: chrono::DateTime<chrono::Utc>,
     pub took: Duration,
+    /// The share of all CPU time over the run that the hypervisor gave to
+    /// other guests (steal).
+    pub steal_share: f64,
     pub datapath: Option<datapath::DatapathResult>,
     pub throughput: Option<throughput::ThroughputResult>,
     pub flood: Option<flood::FloodResult>,
@@ -266,6 +269,7 @@ fn run(cli: &Cli) -> Result<()> {
     let started = chrono::Utc::now();
     let t = Instant::now();
     let machine = machine::Machine::read(&cli.workspace)?;
+    let cpu_at_start = machine::CpuTimes::read()?;
     println!(
         "egress-guard benchmarks ({} run), agent {}, on {} ({} CPUs), kernel {}",
         mode.name(),
@@ -320,6 +324,14 @@ fn run(cli: &Cli) -> Result<()> {
         machine,
         started,
         took: t.elapsed(),
+        steal_share: {
+            let spent = machine::CpuTimes::read()?.since(&cpu_at_start);
+            if spent.total > 0.0 {
+                spent.steal / spent.total
+            } else {
+                0.0
+            }
+        },
         datapath,
         throughput,
         flood,
