@@ -969,6 +969,54 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
             recent_count(&status_vm(&agent)?) == 5,
             "last attempts after SIGKILL"
         );
+
+        // The copy of the policy in force that status evaluates, damaged
+        // (say, written by a build that reads it differently): status still
+        // shows the policy and the interfaces, no VMs, and says why.
+        let status = agent.stop()?;
+        ensure!(status.code() == Some(0), "SIGTERM: {status}");
+        let copy = egress_guard::state::StateDir::for_pin_dir(agent.pin_dir()).policy_file();
+        let text = std::fs::read_to_string(&copy).with_context(|| copy.display().to_string())?;
+        ensure!(
+            egress_guard::policy::sha256_hex(text.as_bytes())
+                == egress_guard::policy::sha256_hex(&std::fs::read(s.policy_path())?),
+            "the copy in {} is the policy in force",
+            copy.display()
+        );
+        let damaged = "version: 1\nvms: [\n";
+        std::fs::write(&copy, damaged)?;
+        let damaged_status = |warning: &str| -> Result<()> {
+            let out = agent.ctl([
+                "status",
+                "--pin-dir",
+                &agent.pin_dir().display().to_string(),
+                "--format",
+                "json",
+            ])?;
+            ensure!(
+                out.code() == Some(0),
+                "exit {:?}: {}",
+                out.code(),
+                out.stderr
+            );
+            let doc: Value = serde_json::from_str(&out.stdout)?;
+            ensure!(
+                doc["vms"].as_array().is_some_and(Vec::is_empty)
+                    && doc["interfaces"].as_array().is_some_and(|i| i.len() == 2)
+                    && doc["policy"]["generation"] == 1,
+                "{doc:#}"
+            );
+            ensure!(out.stderr.contains(warning), "the warning: {}", out.stderr);
+            Ok(())
+        };
+        // Another file than the state names...
+        damaged_status("does not match the state's sha256")?;
+        // ... or the file it names, which this build cannot read.
+        let state_file = copy.with_file_name("state.json");
+        let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file)?)?;
+        state["policy"]["hash"] = egress_guard::policy::sha256_hex(damaged.as_bytes()).into();
+        std::fs::write(&state_file, serde_json::to_vec(&state)?)?;
+        damaged_status("does not read with this build")?;
         Ok(())
     })();
     with_agent_output(&agent, r)

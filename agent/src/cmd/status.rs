@@ -18,6 +18,7 @@ use std::{
 use egress_guard_common::maps::{Attempts, Counters, IfaceEntry, VERDICT_ALLOW, reason};
 use serde::Serialize;
 use thiserror::Error;
+use tracing::warn;
 
 use super::{Format, Location};
 use crate::{
@@ -284,8 +285,16 @@ async fn load(location: &Location) -> Result<(Option<AgentState>, Vms), StatusEr
                         policy: Box::new(policy),
                         at,
                     },
-                    // Not a policy this build reads: no verdicts to show.
-                    Err(_) => Vms::Recorded(Vec::new()),
+                    // Not a policy this build reads (another build's
+                    // agent wrote it): no verdicts to show, and it is said.
+                    Err(e) => {
+                        warn!(
+                            copy = %location.states.policy_file().display(),
+                            error = %e,
+                            "the copy of the policy in force does not read with this build: only the state's own records of VMs, if any, are shown"
+                        );
+                        Vms::Recorded(state.vms.clone())
+                    }
                 };
                 return Ok((Some(state), vms));
             }
@@ -297,6 +306,10 @@ async fn load(location: &Location) -> Result<(Option<AgentState>, Vms), StatusEr
         }
     }
     // The copy never matched: the state's own records, if any.
+    warn!(
+        copy = %location.states.policy_file().display(),
+        "the copy of the policy in force does not match the state's sha256: only the state's own records of VMs, if any, are shown"
+    );
     let state = location.states.load()?;
     let records = state.as_ref().map(|s| s.vms.clone()).unwrap_or_default();
     Ok((state, Vms::Recorded(records)))
