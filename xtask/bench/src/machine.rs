@@ -16,9 +16,12 @@ pub struct Machine {
     /// `git describe`-like: the commit measured, `+dirty` when the tree
     /// had uncommitted changes.
     pub commit: String,
-    /// The 1- and 5-minute load averages as the run began (before it did
-    /// anything): how busy the machine was with other work.
+    /// The 1- and 5-minute load averages as the run began (they lag: the
+    /// builds just before it are in them).
     pub load_at_start: (f64, f64),
+    /// The share of the CPUs' time other work took over 2 s just before
+    /// the run.
+    pub busy_before: f64,
 }
 
 impl Machine {
@@ -57,6 +60,7 @@ impl Machine {
             memory_gib: kib / 1024.0 / 1024.0,
             commit: commit(workspace),
             load_at_start: load_average()?,
+            busy_before: busy_share(std::time::Duration::from_secs(2))?,
         })
     }
 }
@@ -104,6 +108,8 @@ pub struct CpuTimes {
     pub softirq: f64,
     /// Time the hypervisor gave another guest while this one wanted to run.
     pub steal: f64,
+    /// Idle and waiting for I/O.
+    pub idle: f64,
     /// Every column, idle included.
     pub total: f64,
 }
@@ -130,6 +136,7 @@ impl CpuTimes {
             system: f[2] / hz,
             softirq: f[6] / hz,
             steal: f.get(7).copied().unwrap_or(0.0) / hz,
+            idle: (f[3] + f[4]) / hz,
             total: f.iter().take(8).sum::<f64>() / hz,
         })
     }
@@ -140,9 +147,23 @@ impl CpuTimes {
             system: self.system - earlier.system,
             softirq: self.softirq - earlier.softirq,
             steal: self.steal - earlier.steal,
+            idle: self.idle - earlier.idle,
             total: self.total - earlier.total,
         }
     }
+}
+
+/// The share of all CPUs' time that was not idle over the next `window`,
+/// in which this process sleeps: how busy other work keeps the machine.
+pub fn busy_share(window: std::time::Duration) -> Result<f64> {
+    let before = CpuTimes::read()?;
+    std::thread::sleep(window);
+    let spent = CpuTimes::read()?.since(&before);
+    Ok(if spent.total > 0.0 {
+        1.0 - spent.idle / spent.total
+    } else {
+        0.0
+    })
 }
 
 /// The CPU time process `pid` has run, all its threads, in seconds: the sum

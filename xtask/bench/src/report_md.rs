@@ -129,16 +129,16 @@ are listed at the end.
         kernel = m.kernel,
         busy = {
             let (one, five) = m.load_at_start;
-            let cpus = m.cpus.max(1) as f64;
-            let how = if five / cpus >= 0.5 {
+            let how = if m.busy_before >= 0.25 {
                 "busy with other work"
-            } else if five / cpus >= 0.1 {
+            } else if m.busy_before >= 0.05 {
                 "lightly used by other work"
             } else {
                 "quiet"
             };
             format!(
-                "As the run began the machine was {how}: load average {one:.2} over 1 minute, {five:.2} over 5, on {cpus:.0} CPUs."
+                "Just before the run the machine was {how}: {busy:.0} % of its CPUs' time over 2 s was not idle (load average {one:.2} over 1 minute, {five:.2} over 5, the build of what is measured included).",
+                busy = m.busy_before * 100.0,
             )
         },
         steal = r.steal_share * 100.0,
@@ -252,8 +252,9 @@ the same code, `egress_guard_common::parse`, compiled into both):
   {count:+.1} ns more than the relay's.
 - **Fragments** ({first:+.1} ns for a first fragment, {later:+.1} ns for a
   later one): the first fragment records its datagram's verdict in
-  `EG_FRAGS`, an LRU hash (a lookup and an update under the LRU's lock);
-  a later fragment looks it up. Both parse as far as the IP header.
+  `EG_FRAGS`, an LRU hash (a lookup and an update under the LRU's lock),
+  after the parse to its TCP header and the held-back path; a later
+  fragment is parsed to its IP header and looks its datagram up.
 - The IPv6 walk over three extension headers and the VLAN tag add the
   parse steps on top (see the table: {v6:+.1} ns held back, {vlan:+.1} ns for
   the tagged SYN to 25).
@@ -844,7 +845,7 @@ spends on that skb; what is left is this machine's noise. The no-agent
 figure alone ranged from {lo:.1} to {hi:.1} Gbit/s over the rounds of this run,
 and one TCP stream on two shared virtual cores moves with whatever
 else runs. What would close it: measuring on an idle machine, or more and
-longer rounds (`cargo xtask bench` rather than `--quick`); if it persists
+longer rounds than this run's; if it persists
 there, look at what tcx costs per skb with `bpftool prog profile`.",
         lo = stats::min(&none),
         hi = stats::max(&none),
@@ -871,7 +872,7 @@ skb exists. On a veth the skb exists before any hook runs (the sending VM's
 stack built it), and the hooks that could drop earlier than tcx (native
 XDP) do more work on a veth, not less. The best a hook can do there is what
 nftables' netdev ingress rule does on the same skb, right after tcx: per
-softirq CPU-second that rule holds back {ingress:.2} M and `tc` {tc:.2} M, that is
+softirq CPU-second that rule holds back {ingress_m:.2} M and `tc` {tc_m:.2} M, that is
 {ns_ing:.0} ns and {ns_tc:.0} ns of receive-side work per packet. Our held-back path costs
 {held_ns:.0} ns in benchmark 1 (the interface's entry, the parse, the held
 ports, an LPM trie walk for the allowed destinations, the VM's per-CPU
@@ -882,6 +883,8 @@ device with a point before the skb: native XDP in a NIC's driver, or on a
 tap with vhost-net, where XDP runs on the batch of frames vhost hands over
 before an skb is built (the 2-3 Mpps per queue below). That is where it
 should be measured, which needs a real VM and is not possible here.",
+        ingress_m = ingress / 1e6,
+        tc_m = tc / 1e6,
         ns_ing = 1e9 / ingress,
         ns_tc = 1e9 / tc,
     )
