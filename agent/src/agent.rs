@@ -630,20 +630,24 @@ impl Agent {
             let blocked = verdicts.blocked();
             snapshot.vms_blocked = blocked as u64;
             snapshot.vms_allowed = (verdicts.len() - blocked) as u64;
-            // The VMs with counters, in policy order.
+            // The VMs with counters (or attempts), in policy order.
+            let policy = &self.policy;
             let name = |i: usize| {
-                let vm = &self.policy.vms[i];
+                let vm = &policy.vms[i];
                 (
                     vm.name.to_string(),
-                    self.policy.subscription_of(vm).id.to_string(),
+                    policy.subscription_of(vm).id.to_string(),
                 )
             };
-            let mut counted: Vec<(usize, u64)> = totals
-                .keys()
-                .filter_map(|&key| self.policy.vm_index_by_key(key).map(|i| (i, key)))
-                .collect();
-            counted.sort_unstable();
-            for (i, key) in counted {
+            let in_policy_order = |keys: Vec<u64>| {
+                let mut found: Vec<(usize, u64)> = keys
+                    .into_iter()
+                    .filter_map(|key| policy.vm_index_by_key(key).map(|i| (i, key)))
+                    .collect();
+                found.sort_unstable();
+                found
+            };
+            for (i, key) in in_policy_order(totals.keys().copied().collect()) {
                 let (vm, subscription) = name(i);
                 snapshot.counters.push(metrics::VmCounters {
                     vm,
@@ -651,12 +655,7 @@ impl Agent {
                     counters: totals[&key],
                 });
             }
-            let mut tried: Vec<(usize, u64)> = attempts
-                .keys()
-                .filter_map(|&key| self.policy.vm_index_by_key(key).map(|i| (i, key)))
-                .collect();
-            tried.sort_unstable();
-            for (i, key) in tried {
+            for (i, key) in in_policy_order(attempts.keys().copied().collect()) {
                 let (vm, subscription) = name(i);
                 snapshot.attempts.push(metrics::VmAttempts {
                     vm,
