@@ -61,7 +61,7 @@ fn thousands_of_vms() {
 
 /// `cargo test --release -p egress-guard --lib policy::tests::scale -- --ignored --nocapture`
 #[test]
-#[ignore = "timing; run in release"]
+#[ignore = "measures the process's heap and RSS: run alone (other tests allocate meanwhile), in release"]
 fn hundred_thousand_vms() {
     let text = big_policy(100_000);
     let text = text.as_str().to_owned(); // no spare capacity
@@ -88,7 +88,7 @@ fn hundred_thousand_vms() {
     assert_eq!(d.vms.len(), 100_000);
     assert!(held < 4 * size, "the policy holds {held} bytes");
     assert!(peak < 5 * size, "parse peaked at {peak} bytes");
-    assert!(evaluated.as_millis() < 100, "evaluate took {evaluated:?}");
+    // (Times are printed, not asserted: BENCHMARKS.md section 4 measures them.)
 }
 
 /// Resident memory now, in KiB (from /proc/self/status); resets the peak
