@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::{
-    ctx::{Ctx, is_root, run_visible},
+    ctx::{Ctx, run_visible},
     setup, signals,
     test::{build_agent, build_bin},
 };
@@ -42,17 +42,12 @@ pub fn run(args: &Args) -> Result<()> {
     // A Ctrl-C reaches the benchmark binary too, which then removes what it
     // made; this process waits for it (a second Ctrl-C ends both at once).
     signals::install();
-    let ctx = if args.no_setup {
-        Ctx::new()
-    } else {
-        setup::run(&setup::Args::default())?
-    };
-    if !is_root() {
-        bail!(
-            "the benchmarks need root (network namespaces, bpffs, the agent, nftables): run `sudo -E cargo xtask bench`"
-        );
-    }
-    crate::sweep()?;
+    let ctx = setup::for_root_task(
+        args.no_setup,
+        "the benchmarks",
+        "network namespaces, bpffs, the agent, nftables",
+        "bench",
+    )?;
     let agent = build_agent(&ctx, true)?;
     let bench = build_bin(ctx.cargo(), BENCH, true)?;
     let out = if args.smoke {

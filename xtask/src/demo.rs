@@ -21,11 +21,7 @@ use egress_guard_netns::{
 };
 use serde_json::Value;
 
-use crate::{
-    ctx::{Ctx, is_root},
-    setup, signals,
-    test::build_agent,
-};
+use crate::{setup, signals, test::build_agent};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,17 +56,12 @@ const RELAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 25);
 
 pub fn run(args: &Args) -> Result<()> {
     signals::install();
-    let ctx = if args.no_setup {
-        Ctx::new()
-    } else {
-        setup::run(&setup::Args::default())?
-    };
-    if !is_root() {
-        bail!(
-            "the demo needs root (network namespaces, bpffs, the agent): run `sudo -E cargo xtask demo`"
-        );
-    }
-    crate::sweep()?;
+    let ctx = setup::for_root_task(
+        args.no_setup,
+        "the demo",
+        "network namespaces, bpffs, the agent",
+        "demo",
+    )?;
     signals::check()?;
     let bin = build_agent(&ctx, true)?;
     signals::check()?;

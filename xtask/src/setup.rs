@@ -68,6 +68,23 @@ fn line(state: &str, item: &str) {
 }
 
 /// Runs the set-up and returns the environment later commands need.
+/// What a task that needs root starts with: the set-up (unless `no_setup`:
+/// everything is known to be installed), root checked (`what` needs it for
+/// `needs`; `command` is how to run it with sudo), and what killed earlier
+/// runs left swept away.
+pub fn for_root_task(no_setup: bool, what: &str, needs: &str, command: &str) -> Result<Ctx> {
+    let ctx = if no_setup {
+        Ctx::new()
+    } else {
+        run(&Args::default())?
+    };
+    if !is_root() {
+        bail!("{what}: root is needed ({needs}): run `sudo -E cargo xtask {command}`");
+    }
+    crate::sweep()?;
+    Ok(ctx)
+}
+
 pub fn run(args: &Args) -> Result<Ctx> {
     let mut ctx = Ctx::new();
     let root = is_root();

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    ctx::{Ctx, is_root, run_visible},
+    ctx::{Ctx, run_visible},
     setup,
 };
 
@@ -82,17 +82,12 @@ impl Counts {
 
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
-    let ctx = if args.no_setup {
-        Ctx::new()
-    } else {
-        setup::run(&setup::Args::default())?
-    };
-    if !is_root() {
-        bail!(
-            "the end-to-end tests need root (network namespaces, bpffs, the agent): run `sudo -E cargo xtask test`"
-        );
-    }
-    crate::sweep()?;
+    let ctx = setup::for_root_task(
+        args.no_setup,
+        "the end-to-end tests",
+        "network namespaces, bpffs, the agent",
+        "test",
+    )?;
 
     let mut steps = Vec::new();
     let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| {

@@ -6,14 +6,16 @@
 //! library: which programs sit on TCX ([`tcx_prog_ids`]), what a program is
 //! ([`prog_info`]: its tag and maps), what a pinned map is ([`pinned_map_info`]),
 //! a map pinned by hand ([`create_pinned_map`], a map "from another build"),
-//! and how long after an interface appears a program sits on it
-//! ([`AttachWatch`]).
+//! how long after an interface appears a program sits on it
+//! ([`AttachWatch`]), and the emptiest programs ([`load_trivial`]) with their
+//! links ([`link_create`]) and test runs ([`prog_test_run`]), for positive
+//! controls and the benchmarks' baselines.
 
 use std::{
     ffi::CString,
     fmt,
     fs::File,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::mpsc,
     thread,
@@ -29,11 +31,20 @@ use crate::{
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
+/// `enum bpf_prog_type`: `BPF_PROG_TYPE_SCHED_CLS`.
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `enum bpf_prog_type`: `BPF_PROG_TYPE_XDP`.
+pub const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `enum bpf_attach_type`: `BPF_XDP`.
+pub const BPF_XDP: u32 = 37;
 /// `enum bpf_attach_type`: `BPF_TCX_INGRESS`.
 pub const BPF_TCX_INGRESS: u32 = 46;
 /// `enum bpf_attach_type`: `BPF_TCX_EGRESS`.
@@ -523,4 +534,85 @@ impl AttachWatch {
             .join()
             .map_err(|_| Error::Other("the attach-watch thread panicked".to_owned()))?
     }
+}
+
+/// Loads `r0 = ret; exit` as a program of `prog_type` (with
+/// `expected_attach_type`, 0 for none), named `name` (at most 15 bytes
+/// kept): the emptiest program of a type.
+pub fn load_trivial(
+    prog_type: u32,
+    expected_attach_type: u32,
+    ret: i32,
+    name: &str,
+) -> Result<OwnedFd> {
+    // struct bpf_insn: code, dst_reg:4|src_reg:4, off (i16), imm (i32).
+    let mut insns = [0u8; 16];
+    insns[0] = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
+    insns[4..8].copy_from_slice(&ret.to_ne_bytes());
+    insns[8] = 0x95; // BPF_JMP | BPF_EXIT
+    let license = c"GPL";
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog_type);
+    put_u32(&mut attr, 4, 2);
+    put_u64(&mut attr, 8, insns.as_ptr() as u64);
+    put_u64(&mut attr, 16, license.as_ptr() as u64);
+    let bytes = name.as_bytes();
+    let len = bytes.len().min(15);
+    attr[48..48 + len].copy_from_slice(&bytes[..len]);
+    put_u32(&mut attr, 68, expected_attach_type);
+    bpf_fd(
+        BPF_PROG_LOAD,
+        &mut attr,
+        &format!("bpf(BPF_PROG_LOAD) of the trivial program {name}"),
+    )
+}
+
+/// A BPF link of `prog` to interface `ifindex` (in this thread's network
+/// namespace) at `attach_type`.
+pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> Result<OwnedFd> {
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, fd_u32(prog));
+    put_u32(&mut attr, 4, ifindex);
+    put_u32(&mut attr, 8, attach_type);
+    bpf_fd(
+        BPF_LINK_CREATE,
+        &mut attr,
+        &format!("bpf(BPF_LINK_CREATE) on ifindex {ifindex}"),
+    )
+}
+
+/// What one `BPF_PROG_TEST_RUN` gave.
+#[derive(Debug, Clone, Copy)]
+pub struct TestRun {
+    pub retval: u32,
+    /// The kernel's timer over the loop divided by the repeat count, in
+    /// whole nanoseconds (the kernel truncates).
+    pub duration_ns: u32,
+}
+
+/// Runs `prog` `repeat` times on `data` with the context `ctx` (an `xdp_md`
+/// or `__sk_buff` image).
+pub fn prog_test_run(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    ctx: &[u8],
+    repeat: u32,
+) -> Result<TestRun> {
+    let len = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX);
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, fd_u32(prog));
+    put_u32(&mut attr, 8, len(data));
+    put_u64(&mut attr, 16, data.as_ptr() as u64);
+    put_u32(&mut attr, 32, repeat);
+    put_u32(&mut attr, 40, len(ctx));
+    put_u64(&mut attr, 48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr, "bpf(BPF_PROG_TEST_RUN)")?;
+    Ok(TestRun {
+        retval: get_u32(&attr, 4),
+        duration_ns: get_u32(&attr, 36),
+    })
+}
+
+fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
+    u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
 }

@@ -12,7 +12,10 @@
 //! falls on both alike; the figure is the median over rounds, and "added" is
 //! the median of each round's difference.
 
-use std::{collections::BTreeSet, os::fd::AsFd as _};
+use std::{
+    collections::BTreeSet,
+    os::fd::{AsFd as _, BorrowedFd},
+};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use egress_guard::datapath::{Capacities, Datapath, KernelState};
@@ -280,6 +283,52 @@ fn load(exempt: u32, blocked: u32) -> Result<(Datapath, f64)> {
     Ok((datapath, load_s))
 }
 
+/// Our run and the empty program's of one class under one hook.
+struct RunPair {
+    ours: Run,
+    empty: Run,
+}
+
+impl RunPair {
+    fn keep_in(self, samples: Option<&mut Samples>) {
+        if let Some(s) = samples {
+            s.ours.push(self.ours);
+            s.empty.push(self.empty);
+        }
+    }
+}
+
+/// Runs `class` on our program and the empty one (`[ours, empty]`) one
+/// after the other, ours first or second as the round says.
+fn interleaved(
+    [ours, empty]: [BorrowedFd<'_>; 2],
+    hook: &str,
+    class: &Class,
+    ctx: &[u8],
+    repeat: u32,
+    ours_first: bool,
+) -> Result<RunPair> {
+    let run = |fd: BorrowedFd<'_>, what: &str| -> Result<Run> {
+        rawbpf::test_run(fd, &class.frame, ctx, repeat)
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {what} on {}", class.name))
+    };
+    let ours_what = format!("egress-guard's {hook} program");
+    let empty_what = format!("the empty {hook} program");
+    Ok(if ours_first {
+        let ours = run(ours, &ours_what)?;
+        RunPair {
+            ours,
+            empty: run(empty, &empty_what)?,
+        }
+    } else {
+        let empty = run(empty, &empty_what)?;
+        RunPair {
+            ours: run(ours, &ours_what)?,
+            empty,
+        }
+    })
+}
+
 /// The samples of one (class, program type).
 #[derive(Default)]
 struct Samples {
@@ -321,18 +370,8 @@ fn passes_tc(retval: u32) -> bool {
 #[expect(clippy::too_many_lines, reason = "one measurement loop")]
 fn measure(params: Params, exempt: u32, blocked: u32) -> Result<DatapathResult> {
     let (mut datapath, load_s) = load(exempt, blocked)?;
-    let empty_xdp = rawbpf::load_empty(
-        rawbpf::BPF_PROG_TYPE_XDP,
-        rawbpf::XDP_PASS.cast_signed(),
-        "empty_xdp",
-    )
-    .context("loading the empty XDP program")?;
-    let empty_tc = rawbpf::load_empty(
-        rawbpf::BPF_PROG_TYPE_SCHED_CLS,
-        rawbpf::TC_ACT_OK.cast_signed(),
-        "empty_tc",
-    )
-    .context("loading the empty TC program")?;
+    let empty_xdp = rawbpf::empty_xdp().context("loading the empty XDP program")?;
+    let empty_tc = rawbpf::empty_tc().context("loading the empty TC program")?;
     let classes = classes();
     let mut xdp: Vec<Samples> = classes.iter().map(|_| Samples::default()).collect();
     let mut tc: Vec<Samples> = classes.iter().map(|_| Samples::default()).collect();
@@ -358,48 +397,28 @@ fn measure(params: Params, exempt: u32, blocked: u32) -> Result<DatapathResult> 
         for (i, class) in classes.iter().enumerate() {
             let (xmd, skb) = &ctxs[i];
             let ours_first = (round + i) % 2 == 1;
+            // The first round warms up and is not kept.
+            let keep = round > 0;
             let xdp_prog = datapath.xdp()?.fd()?.as_fd();
-            let pair = |ours: bool| -> Result<Run> {
-                let (fd, what) = if ours {
-                    (xdp_prog, "egress-guard's XDP program")
-                } else {
-                    (empty_xdp.as_fd(), "the empty XDP program")
-                };
-                rawbpf::test_run(fd, &class.frame, xmd, repeat)
-                    .with_context(|| format!("BPF_PROG_TEST_RUN of {what} on {}", class.name))
-            };
-            let (a, b) = if ours_first {
-                let o = pair(true)?;
-                (o, pair(false)?)
-            } else {
-                let e = pair(false)?;
-                (pair(true)?, e)
-            };
-            if round > 0 {
-                xdp[i].ours.push(a);
-                xdp[i].empty.push(b);
-            }
+            interleaved(
+                [xdp_prog, empty_xdp.as_fd()],
+                "XDP",
+                class,
+                xmd,
+                repeat,
+                ours_first,
+            )?
+            .keep_in(keep.then_some(&mut xdp[i]));
             let tc_prog = datapath.tc()?.fd()?.as_fd();
-            let pair = |ours: bool| -> Result<Run> {
-                let (fd, what) = if ours {
-                    (tc_prog, "egress-guard's TC program")
-                } else {
-                    (empty_tc.as_fd(), "the empty TC program")
-                };
-                rawbpf::test_run(fd, &class.frame, skb, repeat)
-                    .with_context(|| format!("BPF_PROG_TEST_RUN of {what} on {}", class.name))
-            };
-            let (a, b) = if ours_first {
-                let o = pair(true)?;
-                (o, pair(false)?)
-            } else {
-                let e = pair(false)?;
-                (pair(true)?, e)
-            };
-            if round > 0 {
-                tc[i].ours.push(a);
-                tc[i].empty.push(b);
-            }
+            interleaved(
+                [tc_prog, empty_tc.as_fd()],
+                "TC",
+                class,
+                skb,
+                repeat,
+                ours_first,
+            )?
+            .keep_in(keep.then_some(&mut tc[i]));
         }
     }
 
