@@ -3,7 +3,8 @@
 //! It answers one question about a frame: is it (or could it be) a TCP segment,
 //! and to which port? It walks
 //!
-//! - Ethernet, then up to [`MAX_VLAN_TAGS`] 802.1Q / 802.1ad tags;
+//! - Ethernet, then up to [`MAX_VLAN_TAGS`] 802.1Q / 802.1ad tags ([`parse`]);
+//!   an L3 device's packets start at the IP header instead ([`parse_l3`]);
 //! - IPv4 with options (the transport header starts at IHL x 4), and an
 //!   authentication header after it;
 //! - IPv6 and up to [`MAX_IPV6_EXT_HEADERS`] extension headers;
@@ -410,6 +411,20 @@ pub fn parse<P: PacketBytes + ?Sized>(pkt: &P) -> Parsed {
     }
 }
 
+/// Parses a packet that starts at its IP header, as an L3 device (a tun in
+/// `IFF_TUN` mode, `ARPHRD_NONE`) carries it, of the family `ethertype`
+/// names: the skb's protocol, which tun sets from the IP version nibble (or
+/// the packet information header) and by which the stack will route it.
+/// Anything else is not IP to the stack, and passes as such.
+#[inline(always)]
+pub fn parse_l3<P: PacketBytes + ?Sized>(pkt: &P, ethertype: u16) -> Parsed {
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(pkt, 0),
+        ETH_P_IPV6 => parse_ipv6(pkt, 0),
+        _ => Parsed::NOT_IP,
+    }
+}
+
 #[inline(always)]
 fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD || ethertype == ETH_P_QINQ_9100
@@ -801,3 +816,5 @@ fn ipv6_addr<P: PacketBytes + ?Sized>(pkt: &P, off: usize) -> Option<[u8; 16]> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_l3;

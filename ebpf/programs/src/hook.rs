@@ -3,16 +3,17 @@
 //! [`crate::guard`], once for both.
 
 use aya_ebpf::{
+    bindings::{BPF_F_ADJ_ROOM_FIXED_GSO, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
     helpers::{
-        bpf_l4_csum_replace, bpf_skb_change_head, bpf_skb_change_tail, bpf_skb_store_bytes,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_l4_csum_replace, bpf_skb_adjust_room, bpf_skb_change_head, bpf_skb_change_tail,
+        bpf_skb_store_bytes, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     programs::{TcContext, XdpContext},
 };
 use egress_guard_common::{
     classify::{Class, ClassKind, classify},
     maps::port_slot,
-    parse::{IpPacket, MAX_HEADER_OFFSET, MAX_READ, Malformed, parse},
+    parse::{IpPacket, MAX_HEADER_OFFSET, MAX_READ, Malformed, Parsed, parse, parse_l3},
     reply::ones_sub,
 };
 
@@ -23,6 +24,11 @@ use crate::{
 
 /// One hook's access to the packet it runs on.
 pub trait Hook {
+    /// Whether packets start with an Ethernet header. False on an L3
+    /// device (a tun): they start at the IP header, and a reply has no MAC
+    /// addresses to swap.
+    const L2: bool = true;
+
     /// The interface the packet came in on.
     fn ifindex(&self) -> u32;
 
@@ -145,13 +151,31 @@ impl Hook for Xdp<'_> {
     }
 }
 
-pub struct Tc<'a>(pub &'a TcContext);
+/// The TC program's access. `L2`: the device's packets start with an
+/// Ethernet header (veth, tap, macvtap); false for an L3 tun, whose packets
+/// start at the IP header, of the family the skb's protocol names.
+pub struct Tc<'a, const L2: bool>(pub &'a TcContext);
+
+impl<const L2: bool> Tc<'_, L2> {
+    #[inline(always)]
+    fn parse<P: egress_guard_common::parse::PacketBytes>(&self, pkt: &P) -> Parsed {
+        if L2 {
+            parse(pkt)
+        } else {
+            // SAFETY: the context pointer is valid for the whole program run.
+            let protocol = unsafe { (*self.0.skb.skb).protocol };
+            parse_l3(pkt, u16::from_be(protocol as u16))
+        }
+    }
+}
 
 /// Bytes the TC program pulls into the linear part to parse headers that
 /// were not there: every offset the parser reads, and the longest read.
 const TC_PULL_LEN: usize = MAX_HEADER_OFFSET + MAX_READ;
 
-impl Hook for Tc<'_> {
+impl<const L2: bool> Hook for Tc<'_, L2> {
+    const L2: bool = L2;
+
     type Ctx = TcContext;
 
     #[inline(always)]
@@ -176,7 +200,7 @@ impl Hook for Tc<'_> {
         // look again, once. Only packets that looked unparseable pay for it.
         {
             let pkt = self.packet().with_fence(fence);
-            let class = classify(&pkt, &parse(&pkt), is_held_port);
+            let class = classify(&pkt, &self.parse(&pkt), is_held_port);
             if class.kind != ClassKind::Unparseable || !pkt.is_partial() {
                 return class;
             }
@@ -191,7 +215,7 @@ impl Hook for Tc<'_> {
             };
         }
         let pkt = self.packet().with_fence(fence);
-        classify(&pkt, &parse(&pkt), is_held_port)
+        classify(&pkt, &self.parse(&pkt), is_held_port)
     }
 
     #[inline(always)]
@@ -205,8 +229,25 @@ impl Hook for Tc<'_> {
 
     #[inline(always)]
     fn push_head(&self, n: usize) -> bool {
-        // SAFETY: plain helper call on the program's own context.
-        unsafe { bpf_skb_change_head(self.0.skb.skb, n as u32, 0) == 0 }
+        if L2 {
+            // SAFETY: plain helper call on the program's own context.
+            unsafe { bpf_skb_change_head(self.0.skb.skb, n as u32, 0) == 0 }
+        } else {
+            // An L3 device's reply leaves through `__bpf_redirect_no_mac`,
+            // which pulls everything before the network header: the room
+            // must move the network header with it, as `change_head` (for
+            // an L2 header) does not. With no L2 header, room at the MAC
+            // header's end is room at the front.
+            // SAFETY: plain helper call on the program's own context.
+            unsafe {
+                bpf_skb_adjust_room(
+                    self.0.skb.skb,
+                    n as i32,
+                    BPF_ADJ_ROOM_MAC,
+                    BPF_F_ADJ_ROOM_FIXED_GSO as u64,
+                ) == 0
+            }
+        }
     }
 
     #[inline(always)]

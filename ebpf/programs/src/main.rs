@@ -1,16 +1,20 @@
 //! The egress-guard kernel programs.
 //!
-//! Two entry points, one for each hook the agent can put on a VM's host-side
-//! interface, and one body ([`guard::guard`]) that both run:
+//! One entry point for each place the agent can put a program on a VM's
+//! host-side interface, and one body ([`guard::guard`]) that all run:
 //!
 //! - `eg_xdp`: XDP, native or generic, sees the VM's frames before the host
 //!   allocates an skb (native) or right after (generic);
-//! - `eg_tc`: a TC classifier on tcx ingress, sees them as skbs.
+//! - `eg_tc`: a TC classifier on tcx ingress, sees them as skbs;
+//! - `eg_tc_egress`: the same on tcx egress, for a macvtap or ipvtap, whose
+//!   guest's frames are transmitted by the device, never received by it;
+//! - `eg_tc_l3`: the same on tcx ingress of an L3 tun, whose packets start
+//!   at the IP header.
 //!
-//! Frames from the VM arrive on the *ingress* of the host-side interface; the
-//! ingress ifindex is the VM's identity. A reply (the `reset` and `icmp`
-//! actions) leaves by the same interface, back to the VM: `XDP_TX`, or a
-//! redirect to the interface's egress.
+//! The interface the program runs on is the VM's identity. A reply (the
+//! `reset` and `icmp` actions) goes back to the VM: `XDP_TX`, a redirect to
+//! the interface's egress (ingress programs) or to its ingress (the egress
+//! program: the device then queues it to the guest).
 #![no_std]
 #![no_main]
 // `asm!` for the BPF target: the context loads in `packet`.
@@ -25,7 +29,7 @@ mod reply;
 mod stats;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -45,17 +49,53 @@ pub fn eg_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// TC on tcx ingress of a device whose frames start with Ethernet (veth,
+/// tap): the VM's frames arrive there.
 #[classifier]
 pub fn eg_tc(ctx: TcContext) -> i32 {
-    let hook = Tc(&ctx);
-    match guard(&hook) {
+    tc(&Tc::<true>(&ctx), Side::Ingress)
+}
+
+/// TC on tcx egress of a macvtap (or ipvtap): a guest's frames are
+/// *transmitted* by the device (`tap_get_user` -> `dev_queue_xmit`), so no
+/// ingress hook sees them.
+#[classifier]
+pub fn eg_tc_egress(ctx: TcContext) -> i32 {
+    tc(&Tc::<true>(&ctx), Side::Egress)
+}
+
+/// TC on tcx ingress of an L3 tun (`ARPHRD_NONE`): packets start at the IP
+/// header.
+#[classifier]
+pub fn eg_tc_l3(ctx: TcContext) -> i32 {
+    tc(&Tc::<false>(&ctx), Side::Ingress)
+}
+
+/// Which side of the VM's device the TC program sits on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The VM's frames arrive: a reply goes out of the device, to the VM.
+    Ingress,
+    /// The VM's frames leave: a reply is received by the device, which
+    /// queues it to the VM.
+    Egress,
+}
+
+#[inline(always)]
+fn tc<const L2: bool>(hook: &Tc<'_, L2>, side: Side) -> i32 {
+    match guard(hook) {
         // Under tcx, TC_ACT_UNSPEC is TCX_NEXT: let any program after ours
         // (another tool's) see the packet too, instead of ending the chain.
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT as i32,
-        // To the egress of the interface the frame came in on: to the VM.
-        // SAFETY: a plain helper call; it returns TC_ACT_REDIRECT.
-        Action::Reply => unsafe { bpf_redirect(hook.ifindex(), 0) as i32 },
+        Action::Reply => {
+            let flags = match side {
+                Side::Ingress => 0,
+                Side::Egress => BPF_F_INGRESS as u64,
+            };
+            // SAFETY: a plain helper call; it returns TC_ACT_REDIRECT.
+            unsafe { bpf_redirect(hook.ifindex(), flags) as i32 }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! into the reply and sent back out of the interface it came in on, to the
 //! VM. The Ethernet header and any VLAN tags in the frame stay (with the MAC
 //! addresses swapped); in TC, a tag the kernel already took out of the frame
-//! stays in the skb and goes back with it.
+//! stays in the skb and goes back with it. On an L3 device (`Hook::L2`
+//! false) there is no Ethernet header: the reply starts at its IP header.
 //!
 //! Headers are written field by field with 2- and 4-byte stores: a header
 //! built as a byte array on the stack would cost a stack slot a byte.
@@ -67,12 +68,19 @@ struct Rate<'a> {
 /// is counted). Sets `addr_sum` to the sum of the two IP addresses, for the
 /// checksums.
 #[inline(always)]
-fn may_reply<P: PacketBytes>(pkt: &P, p: &Pending, rate: &Rate, addr_sum: &mut u64) -> bool {
-    let Some([src_mac, _]) = pkt.bytes::<2>(6) else {
-        return false;
-    };
-    if !may_answer_mac(src_mac) {
-        return false;
+fn may_reply<H: Hook, P: PacketBytes>(
+    pkt: &P,
+    p: &Pending,
+    rate: &Rate,
+    addr_sum: &mut u64,
+) -> bool {
+    if H::L2 {
+        let Some([src_mac, _]) = pkt.bytes::<2>(6) else {
+            return false;
+        };
+        if !may_answer_mac(src_mac) {
+            return false;
+        }
     }
     let l3 = p.l3_off as usize;
     let mut sum = 0u64;
@@ -175,12 +183,12 @@ fn reset<H: Hook>(hook: &H, p: &Pending, rate: &Rate) -> usize {
     let payload = (p.ip_end as usize - segment_end) as u32;
     let rst = rst_for(&syn, payload);
     let mut addr_sum = 0;
-    if !rst.is_reset() || !may_reply(&pkt, p, rate, &mut addr_sum) {
+    if !rst.is_reset() || !may_reply::<H, _>(&pkt, p, rate, &mut addr_sum) {
         return 0;
     }
 
     let len = l4 + TCP_HLEN;
-    if !hook.set_len(len) || !swap_macs(hook, 0) {
+    if !hook.set_len(len) || (H::L2 && !swap_macs(hook, 0)) {
         return 0;
     }
     let ok = if p.is_v6() {
@@ -266,7 +274,7 @@ fn icmp<H: Hook>(hook: &H, p: &Pending, rate: &Rate) -> usize {
     }
     let pkt = hook.packet();
     let mut addr_sum = 0;
-    if !may_reply(&pkt, p, rate, &mut addr_sum) {
+    if !may_reply::<H, _>(&pkt, p, rate, &mut addr_sum) {
         return 0;
     }
 
@@ -282,7 +290,10 @@ fn icmp<H: Hook>(hook: &H, p: &Pending, rate: &Rate) -> usize {
     let push = ip_hlen + ICMP_HLEN;
     // The Ethernet header and tags move to the new front, before anything
     // is written where they were.
-    if !hook.push_head(push) || !hook.set_len(l3 + push + quote) || !move_l2(hook, l3, push) {
+    if !hook.push_head(push)
+        || !hook.set_len(l3 + push + quote)
+        || (H::L2 && !move_l2(hook, l3, push))
+    {
         return 0;
     }
     let q = l3 + push;
