@@ -37,6 +37,7 @@ use crate::{
     events::{self, Attempt, AttemptLog, Clock, Who},
     metrics,
     netdev::{self, DevKind, LinkEvent, NetDev, NetdevError},
+    placement::{self, Coverage, Placement},
     policy::{self, Change, Enforcement, Policy, PolicyError, Verdicts},
     state::{
         AgentLock, AgentState, EnforcedInterface, PolicyInForce, RejectedPolicy, StateDir,
@@ -78,29 +79,6 @@ impl AgentError {
     }
 }
 
-/// The hook `auto` picks for a kind of interface. From the allowed-traffic
-/// throughput measured across a veth (README, "Choosing a hook"): native XDP
-/// on veth disables GRO/GSO on the path and costs most of the throughput;
-/// tcx ingress costs about nothing and sees GSO skbs whole. On tap, native
-/// XDP runs on the vhost-net batch path but falls back to generic XDP for
-/// every GSO packet, so tc is the safe default there too. A physical NIC or
-/// representor with a driver XDP hook drops before any skb exists.
-pub fn auto_hook(kind: &DevKind) -> Hook {
-    match kind {
-        DevKind::Physical => Hook::Xdp,
-        DevKind::Veth | DevKind::Tap | DevKind::Macvtap | DevKind::Other(_) => Hook::Tc,
-    }
-}
-
-fn hook_for(policy: policy::Hook, kind: &DevKind) -> Hook {
-    match policy {
-        policy::Hook::Auto => auto_hook(kind),
-        policy::Hook::Xdp => Hook::Xdp,
-        policy::Hook::XdpGeneric => Hook::XdpGeneric,
-        policy::Hook::Tc => Hook::Tc,
-    }
-}
-
 /// The kernel's view of the settings of a policy.
 pub fn kernel_config(e: &Enforcement, generation: u64) -> Config {
     Config {
@@ -132,6 +110,7 @@ struct Target {
     dev: NetDev,
     entry: IfaceEntry,
     hook: Hook,
+    placement: Placement,
     record: EnforcedInterface,
     /// Native XDP on a veth with `reset` or `icmp`: the veth driver does not
     /// deliver the replies (XDP_TX) to its peer; the segments are only
@@ -203,7 +182,7 @@ pub struct Agent {
     /// here is a creation.
     known: HashMap<u32, String>,
     /// Our programs' ids, to tell a link that already runs them.
-    program_ids: [u32; 2],
+    program_ids: BTreeMap<&'static str, u32>,
     /// What the metrics count about the agent itself.
     pub stats: AgentStats,
     /// The log of blocked connection attempts, and each VM's last ones.
@@ -284,7 +263,7 @@ impl Agent {
             verdicts: None,
             stale: true,
             known: HashMap::new(),
-            program_ids: [0; 2],
+            program_ids: BTreeMap::new(),
             stats: AgentStats::default(),
             attempts: AttemptLog::new(events::DEFAULT_REPEAT_WINDOW, recent.unwrap_or_default()),
         };
@@ -554,6 +533,7 @@ impl Agent {
             verdict = %target.record.verdict,
             "new interface enforced"
         );
+        warn_placement(&target);
         let mut record = target.record;
         record.hook = hook.to_string();
         self.state.interfaces.insert(dev.index, record);
@@ -694,6 +674,13 @@ impl Agent {
             *hooks.entry(record.hook.clone()).or_default() += 1;
         }
         snapshot.interfaces_by_hook = hooks.into_iter().collect();
+        let mut kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for record in self.state.interfaces.values() {
+            *kinds
+                .entry((record.kind.clone(), record.coverage.clone()))
+                .or_default() += 1;
+        }
+        snapshot.interfaces_by_kind = kinds.into_iter().collect();
         Ok(snapshot)
     }
 
@@ -763,8 +750,9 @@ impl Agent {
                 p.ifindex == target.dev.index
                     && target.hook.accepts(p.hook)
                     && p.is_live()
-                    && p.target
-                        .is_some_and(|t| self.program_ids.contains(&t.prog_id))
+                    && p.target.is_some_and(|t| {
+                        self.program_ids.get(target.hook.program()) == Some(&t.prog_id)
+                    })
             });
             let hook = if runs_ours {
                 target.hook
@@ -785,12 +773,7 @@ impl Agent {
                             verdict = %target.record.verdict,
                             "enforcing"
                         );
-                        if target.replies_lost {
-                            warn!(
-                                interface = %target.dev.name,
-                                "native XDP on a veth cannot send the reset/icmp replies back to the VM (the veth driver drops XDP_TX frames to its peer): held-back segments are dropped without a reply; use hook tc or xdp-generic for replies"
-                            );
-                        }
+                        warn_placement(target);
                         hook
                     }
                     Err(e) => {
@@ -925,11 +908,48 @@ impl Agent {
     }
 }
 
+/// Says what an operator must know of where a target's program went: a
+/// setting that was overridden, a kind whose coverage is not proven,
+/// replies that cannot reach the VM.
+fn warn_placement(target: &Target) {
+    let dev = &target.dev;
+    if let Some(why) = target.placement.overridden {
+        warn!(
+            interface = %dev.name,
+            kind = %dev.kind,
+            hook = %target.hook,
+            "the policy's hook cannot see this interface's VM traffic: {why}"
+        );
+    }
+    match target.placement.coverage {
+        Coverage::Verified => {}
+        Coverage::Reasoned => warn!(
+            interface = %dev.name,
+            kind = %dev.kind,
+            hook = %target.hook,
+            "coverage of this kind of device is reasoned from the kernel's code, not tested here: it takes the same hook as a macvtap"
+        ),
+        Coverage::Unverified => warn!(
+            interface = %dev.name,
+            kind = %dev.kind,
+            hook = %target.hook,
+            "coverage of this kind of device is unverified: egress-guard has no rule for it and does not know that its VM's frames pass this hook (docs/datapath.md lists the verified kinds)"
+        ),
+    }
+    if target.replies_lost {
+        warn!(
+            interface = %dev.name,
+            "native XDP on a veth cannot send the reset/icmp replies back to the VM (the veth driver drops XDP_TX frames to its peer): held-back segments are dropped without a reply; use hook tc or xdp-generic for replies"
+        );
+    }
+}
+
 /// The enforcement the policy wants on one interface, if any.
 fn target(policy: &Policy, verdicts: &Verdicts, dev: &NetDev) -> Option<Target> {
     let enforced = policy.enforced(verdicts, &dev.name)?;
     let e = &policy.enforcement;
-    let hook = hook_for(e.hook, &dev.kind);
+    let placement = placement::place(e.hook, &dev.kind);
+    let hook = placement.hook;
     Some(Target {
         dev: dev.clone(),
         entry: IfaceEntry {
@@ -938,12 +958,15 @@ fn target(policy: &Policy, verdicts: &Verdicts, dev: &NetDev) -> Option<Target> 
             flags: 0,
         },
         hook,
+        placement,
         replies_lost: hook == Hook::Xdp
             && dev.kind == DevKind::Veth
             && e.action != policy::Action::Drop,
         record: EnforcedInterface {
             name: dev.name.clone(),
             hook: hook.to_string(),
+            kind: dev.kind.to_string(),
+            coverage: placement.coverage.as_str().to_owned(),
             vm: enforced.vm.map(|i| policy.vms[i].name.to_string()),
             verdict: enforced.verdict.as_str().to_owned(),
             key: enforced.key,

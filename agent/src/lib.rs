@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod events;
 pub mod metrics;
 pub mod netdev;
+pub mod placement;
 pub mod policy;
 pub mod state;
 pub mod watch;

@@ -139,9 +139,24 @@ fn main() -> ExitCode {
         }
         Command::Check { policy, at, format } => {
             init_logs(LogFormat::Text, "warn");
+            let devices = match runtime.block_on(egress_guard::netdev::list()) {
+                Ok(devices) => devices,
+                Err(e) => {
+                    eprintln!(
+                        "warning: cannot list this namespace's interfaces, so the hook each would get is not checked: {e}"
+                    );
+                    Vec::new()
+                }
+            };
             let mut stdout = std::io::stdout().lock();
-            match cmd::check::check(&policy, at.unwrap_or_else(Utc::now), format, &mut stdout) {
-                Ok(()) => ExitCode::SUCCESS,
+            let at = at.unwrap_or_else(Utc::now);
+            match cmd::check::check(&policy, at, format, &devices, &mut stdout) {
+                Ok(warnings) => {
+                    for line in warnings {
+                        eprintln!("warning: {line}");
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(e.exit_code(), &e),
             }
         }

@@ -68,6 +68,8 @@ pub struct Snapshot {
     pub vms_blocked: u64,
     /// Enforced interfaces by hook name.
     pub interfaces_by_hook: Vec<(String, u64)>,
+    /// Enforced interfaces by (device kind, coverage).
+    pub interfaces_by_kind: Vec<((String, String), u64)>,
     pub policy_generation: u64,
     pub policy_hash: String,
     pub policy_path: String,
@@ -182,6 +184,43 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// The enforced interfaces: by hook, and by device kind and coverage.
+fn encode_interfaces(s: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    gauge_family(
+        encoder,
+        "egress_guard_interfaces",
+        "Enforced interfaces, by hook.",
+        s.interfaces_by_hook
+            .iter()
+            .map(|(hook, n)| (vec![("hook", hook.clone())], *n)),
+    )?;
+    gauge_family(
+        encoder,
+        "egress_guard_interfaces_by_kind",
+        "Enforced interfaces, by device kind and how far their hook is proven to see the VM's frames.",
+        s.interfaces_by_kind.iter().map(|((kind, coverage), n)| {
+            (
+                vec![("kind", kind.clone()), ("coverage", coverage.clone())],
+                *n,
+            )
+        }),
+    )?;
+    gauge_family(
+        encoder,
+        "egress_guard_interfaces_unverified",
+        "Enforced interfaces of a kind whose coverage is unverified (no rule for the kind).",
+        std::iter::once((
+            Vec::new(),
+            s.interfaces_by_kind
+                .iter()
+                .filter(|((_, coverage), _)| coverage == "unverified")
+                .map(|(_, n)| *n)
+                .sum::<u64>(),
+        )),
+    )?;
+    Ok(())
+}
+
 /// The families that are not per-VM counters.
 fn encode_agent(s: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let vm_labels = |a: &VmAttempts| -> Labels {
@@ -223,14 +262,7 @@ fn encode_agent(s: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), std
             .into_iter()
             .map(|(v, n)| (vec![("verdict", v.to_owned())], n)),
     )?;
-    gauge_family(
-        encoder,
-        "egress_guard_interfaces",
-        "Enforced interfaces, by hook.",
-        s.interfaces_by_hook
-            .iter()
-            .map(|(hook, n)| (vec![("hook", hook.clone())], *n)),
-    )?;
+    encode_interfaces(s, encoder)?;
     gauge_family(
         encoder,
         "egress_guard_policy_generation",
@@ -364,6 +396,7 @@ mod tests {
             vms_allowed: 2,
             vms_blocked: 1,
             interfaces_by_hook: vec![("tc".into(), 3)],
+            interfaces_by_kind: vec![(("veth".into(), "verified".into()), 3)],
             policy_generation: 4,
             policy_hash: "abc".into(),
             policy_path: "/etc/p.yaml".into(),

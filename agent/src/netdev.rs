@@ -5,7 +5,7 @@ use futures::{StreamExt as _, TryStreamExt as _, channel::mpsc::UnboundedReceive
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkLayerType, LinkMessage},
 };
 use netlink_sys::AsyncSocket as _;
 use thiserror::Error;
@@ -23,10 +23,17 @@ pub enum NetdevError {
 pub enum DevKind {
     /// A veth pair end (containers, namespace-based VMs, our tests).
     Veth,
-    /// A tun/tap device (QEMU/KVM with vhost-net, Firecracker, ...).
+    /// A tun/tap device in tap mode (`IFF_TAP`, Ethernet frames): QEMU/KVM,
+    /// Firecracker, cloud-hypervisor.
     Tap,
-    /// macvtap / ipvtap.
+    /// A tun/tap device in tun mode (`IFF_TUN`, device type `ARPHRD_NONE`):
+    /// packets start at the IP header. rtnetlink calls it `tun` like a tap;
+    /// only the device type tells them apart.
+    Tun,
+    /// A macvtap (libvirt's `<interface type='direct'>`).
     Macvtap,
+    /// An ipvtap: the same shape as a macvtap over an ipvlan.
+    Ipvtap,
     /// No rtnetlink kind: a physical NIC or an SR-IOV representor.
     Physical,
     /// Anything else, by its rtnetlink kind.
@@ -38,10 +45,34 @@ impl DevKind {
         match self {
             DevKind::Veth => "veth",
             DevKind::Tap => "tap",
+            DevKind::Tun => "tun",
             DevKind::Macvtap => "macvtap",
+            DevKind::Ipvtap => "ipvtap",
             DevKind::Physical => "physical",
             DevKind::Other(kind) => kind,
         }
+    }
+
+    /// The kind of a device from its rtnetlink kind and its device type
+    /// (`ARPHRD_*`).
+    pub fn classify(kind: Option<&InfoKind>, link_type: LinkLayerType) -> Self {
+        match kind {
+            None => DevKind::Physical,
+            Some(InfoKind::Veth) => DevKind::Veth,
+            Some(InfoKind::Tun) if link_type == LinkLayerType::Ether => DevKind::Tap,
+            // Not Ethernet: an L3 tun (ARPHRD_NONE), or a type no tun has
+            // today; either way its packets do not start with Ethernet.
+            Some(InfoKind::Tun) => DevKind::Tun,
+            Some(InfoKind::MacVtap) => DevKind::Macvtap,
+            Some(InfoKind::IpVtap) => DevKind::Ipvtap,
+            Some(other) => DevKind::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for DevKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -57,19 +88,14 @@ impl NetDev {
     /// Reads an RTM_NEWLINK message (from a dump or an event).
     pub fn from_message(msg: &LinkMessage) -> Option<Self> {
         let mut name = None;
-        let mut kind = DevKind::Physical;
+        let mut kind = None;
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(k) = info {
-                            kind = match k {
-                                InfoKind::Veth => DevKind::Veth,
-                                InfoKind::Tun => DevKind::Tap,
-                                InfoKind::MacVtap | InfoKind::IpVtap => DevKind::Macvtap,
-                                other => DevKind::Other(other.to_string()),
-                            };
+                            kind = Some(k);
                         }
                     }
                 }
@@ -79,7 +105,7 @@ impl NetDev {
         Some(Self {
             index: msg.header.index,
             name: name?,
-            kind,
+            kind: DevKind::classify(kind, msg.header.link_layer_type),
         })
     }
 }
@@ -166,5 +192,46 @@ impl LinkEvents {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tun_is_told_from_a_tap_by_its_device_type_alone() {
+        let tun = Some(&InfoKind::Tun);
+        assert_eq!(DevKind::classify(tun, LinkLayerType::Ether), DevKind::Tap);
+        assert_eq!(DevKind::classify(tun, LinkLayerType::None), DevKind::Tun);
+        // Any other type a tun could carry does not start with Ethernet
+        // either: never read as a tap.
+        assert_eq!(DevKind::classify(tun, LinkLayerType::Ppp), DevKind::Tun);
+    }
+
+    #[test]
+    fn each_rtnetlink_kind_has_its_device_kind() {
+        let ether = LinkLayerType::Ether;
+        assert_eq!(DevKind::classify(None, ether), DevKind::Physical);
+        assert_eq!(
+            DevKind::classify(Some(&InfoKind::Veth), ether),
+            DevKind::Veth
+        );
+        assert_eq!(
+            DevKind::classify(Some(&InfoKind::MacVtap), ether),
+            DevKind::Macvtap
+        );
+        assert_eq!(
+            DevKind::classify(Some(&InfoKind::IpVtap), ether),
+            DevKind::Ipvtap
+        );
+        assert_eq!(
+            DevKind::classify(Some(&InfoKind::Bond), ether),
+            DevKind::Other("bond".into())
+        );
+        assert_eq!(
+            DevKind::classify(Some(&InfoKind::MacVlan), ether).as_str(),
+            "macvlan"
+        );
     }
 }

@@ -328,6 +328,13 @@ pub struct RejectedPolicy {
 pub struct EnforcedInterface {
     pub name: String,
     pub hook: String,
+    /// The kind of device (`veth`, `tap`, `tun`, `macvtap`, ...).
+    #[serde(default)]
+    pub kind: String,
+    /// How far its placement is proven (`verified`, `reasoned`,
+    /// `unverified`): see `placement::Coverage`.
+    #[serde(default)]
+    pub coverage: String,
     /// The VM it belongs to, or none (an `attach` glob matched it).
     pub vm: Option<String>,
     pub verdict: String,

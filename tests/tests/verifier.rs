@@ -8,7 +8,7 @@
 //! egress-guard-tests --example vstats` prints them even for a program that
 //! does not load. Needs root.
 
-use egress_guard::datapath::{Capacities, Datapath};
+use egress_guard::datapath::{Capacities, Datapath, TC_EGRESS_PROGRAM, TC_L3_PROGRAM, TC_PROGRAM};
 
 /// Instructions the verifier may process per program: half its limit.
 const VERIFIER_BUDGET: u32 = 500_000;
@@ -18,8 +18,11 @@ fn every_program_loads_within_the_verifier_budget() {
     let mut datapath =
         Datapath::load_unpinned(Capacities::default()).expect("loading the programs");
     let xdp = datapath.xdp().unwrap().info().unwrap();
-    let tc = datapath.tc().unwrap().info().unwrap();
-    for (name, info) in [("eg_xdp", xdp), ("eg_tc", tc)] {
+    let mut programs = vec![("eg_xdp", xdp)];
+    for name in [TC_PROGRAM, TC_EGRESS_PROGRAM, TC_L3_PROGRAM] {
+        programs.push((name, datapath.tc_program(name).unwrap().info().unwrap()));
+    }
+    for (name, info) in programs {
         let translated = info.size_translated().unwrap_or(0);
         let verified = info
             .verified_instruction_count()

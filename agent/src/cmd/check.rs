@@ -1,5 +1,8 @@
 //! `egress-guard check`: validate a policy and print each VM's verdict and
-//! reason at a given time, without touching the kernel.
+//! reason at a given time, without touching the kernel. It also reads (only
+//! reads) the interfaces of its network namespace, to warn where the
+//! policy's hook would be overridden or is not proven on an interface that
+//! exists.
 
 use std::{collections::HashMap, io::Write, path::Path};
 
@@ -7,7 +10,11 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::Format;
-use crate::policy::{self, PolicyError, report};
+use crate::{
+    netdev::NetDev,
+    placement::{self, Coverage},
+    policy::{self, Policy, PolicyError, report},
+};
 
 #[derive(Debug, Error)]
 pub enum CheckError {
@@ -27,13 +34,16 @@ impl CheckError {
     }
 }
 
-/// Writes the verdicts of the policy at `path` at time `at` to `out`.
+/// Writes the verdicts of the policy at `path` at time `at` to `out`, and
+/// returns the warnings about the placement on `devices` (the interfaces of
+/// this namespace).
 pub fn check(
     path: &Path,
     at: DateTime<Utc>,
     format: Format,
+    devices: &[NetDev],
     out: &mut dyn Write,
-) -> Result<(), CheckError> {
+) -> Result<Vec<String>, CheckError> {
     let policy = policy::load(path)?;
     let no_observations = HashMap::new();
     let facts = policy::Facts {
@@ -44,5 +54,44 @@ pub fn check(
         Format::Table => report::write_table(out, &policy, &facts),
         Format::Json => report::write_json(out, &policy, &facts, path),
     }
-    .map_err(CheckError::Write)
+    .map_err(CheckError::Write)?;
+    Ok(placement_warnings(&policy, &facts, devices))
+}
+
+/// One line for each interface of `devices` the policy enforces whose
+/// placement is overridden or not verified, naming it, its kind and why.
+pub fn placement_warnings(
+    policy: &Policy,
+    facts: &policy::Facts,
+    devices: &[NetDev],
+) -> Vec<String> {
+    let verdicts = policy::verdicts(policy, facts);
+    let setting = policy.enforcement.hook;
+    let mut lines = Vec::new();
+    for dev in devices {
+        if policy.enforced(&verdicts, &dev.name).is_none() {
+            continue;
+        }
+        let p = placement::place(setting, &dev.kind);
+        if let Some(why) = p.overridden {
+            lines.push(format!(
+                "interface {} ({}): hook {} is not used there: {why}",
+                dev.name,
+                dev.kind,
+                setting.as_str()
+            ));
+        }
+        match p.coverage {
+            Coverage::Verified => {}
+            Coverage::Reasoned => lines.push(format!(
+                "interface {} ({}): enforced on {}, reasoned from the kernel's code but not tested here",
+                dev.name, dev.kind, p.hook
+            )),
+            Coverage::Unverified => lines.push(format!(
+                "interface {} ({}): enforced on {}, but coverage of this kind of device is unverified: egress-guard has no rule for it",
+                dev.name, dev.kind, p.hook
+            )),
+        }
+    }
+    lines
 }

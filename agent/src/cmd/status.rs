@@ -97,6 +97,12 @@ pub struct InterfaceStatus {
     pub name: Option<String>,
     pub ifindex: u32,
     pub hook: String,
+    /// The kind of device (`veth`, `tap`, `tun`, `macvtap`, ...), as the
+    /// agent saw it when it attached.
+    pub kind: Option<String>,
+    /// How far the hook is proven to see the VM's frames on that kind:
+    /// `verified`, `reasoned` or `unverified`.
+    pub coverage: Option<String>,
     /// The link still sits on the interface (false once it is gone).
     pub live: bool,
     pub vm: Option<String>,
@@ -438,6 +444,8 @@ fn interfaces(
                     .or_else(|| record.map(|r| r.name.clone())),
                 ifindex: link.ifindex,
                 hook: link.hook.to_string(),
+                kind: record.map(|r| r.kind.clone()).filter(|k| !k.is_empty()),
+                coverage: record.map(|r| r.coverage.clone()).filter(|c| !c.is_empty()),
                 live,
                 vm: record.and_then(|r| r.vm.clone()),
                 verdict: entries.get(&link.ifindex).map(|e| {
@@ -513,13 +521,18 @@ fn table(s: &Status) -> String {
                 } else {
                     format!("{} (detached: interface gone)", i.hook)
                 },
+                match (&i.kind, i.coverage.as_deref()) {
+                    (Some(kind), Some("verified") | None) => kind.clone(),
+                    (Some(kind), Some(coverage)) => format!("{kind} ({coverage})"),
+                    (None, _) => "-".into(),
+                },
                 i.vm.clone().unwrap_or_else(|| "-".into()),
                 i.verdict.clone().unwrap_or_else(|| "block".into()),
             ]
         })
         .collect();
     out.push_str(&columns(
-        &["INTERFACE", "IFINDEX", "HOOK", "VM", "VERDICT"],
+        &["INTERFACE", "IFINDEX", "HOOK", "KIND", "VM", "VERDICT"],
         &rows,
     ));
 

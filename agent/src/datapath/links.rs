@@ -22,7 +22,7 @@ use tracing::warn;
 
 use super::{Datapath, DatapathError, PinDir, sys};
 
-/// Where the program sits on an interface.
+/// Where the program sits on an interface, and so which program it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     /// Native (driver) XDP.
@@ -31,16 +31,40 @@ pub enum Hook {
     XdpGeneric,
     /// TC classifier on tcx ingress.
     Tc,
+    /// TC classifier on tcx egress: a macvtap's or ipvtap's guest frames
+    /// are transmitted by the device, never received by it.
+    TcEgress,
+    /// TC classifier on tcx ingress of an L3 tun (packets start at the IP
+    /// header).
+    TcL3,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::Xdp, Hook::XdpGeneric, Hook::Tc];
+    pub const ALL: [Hook; 5] = [
+        Hook::Xdp,
+        Hook::XdpGeneric,
+        Hook::Tc,
+        Hook::TcEgress,
+        Hook::TcL3,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Hook::Xdp => "xdp",
             Hook::XdpGeneric => "xdp-generic",
             Hook::Tc => "tc",
+            Hook::TcEgress => "tc-egress",
+            Hook::TcL3 => "tc-l3",
+        }
+    }
+
+    /// The program that runs there.
+    pub fn program(self) -> &'static str {
+        match self {
+            Hook::Xdp | Hook::XdpGeneric => super::XDP_PROGRAM,
+            Hook::Tc => super::TC_PROGRAM,
+            Hook::TcEgress => super::TC_EGRESS_PROGRAM,
+            Hook::TcL3 => super::TC_L3_PROGRAM,
         }
     }
 
@@ -193,7 +217,9 @@ impl Datapath {
         hook: Hook,
     ) -> Result<Hook, LinkError> {
         match hook {
-            Hook::Tc => self.enforce_tc(pins, ifindex, ifname).map(|()| Hook::Tc),
+            Hook::Tc | Hook::TcEgress | Hook::TcL3 => {
+                self.enforce_tc(pins, ifindex, ifname, hook).map(|()| hook)
+            }
             Hook::XdpGeneric => self
                 .enforce_xdp(pins, ifindex, ifname, Hook::XdpGeneric)
                 .map(|()| Hook::XdpGeneric),
@@ -248,15 +274,20 @@ impl Datapath {
         pin_new(link, &path, ifname, hook)
     }
 
-    fn enforce_tc(&mut self, pins: &PinDir, ifindex: u32, ifname: &str) -> Result<(), LinkError> {
-        let hook = Hook::Tc;
+    fn enforce_tc(
+        &mut self,
+        pins: &PinDir,
+        ifindex: u32,
+        ifname: &str,
+        hook: Hook,
+    ) -> Result<(), LinkError> {
         let path = pins.link(ifindex, hook);
         let attach_err = |source| LinkError::Attach {
             ifname: ifname.to_owned(),
             hook,
             source,
         };
-        let program = self.tc()?;
+        let program = self.tc_program(hook.program())?;
         if let Some(pinned) = open_pinned(&path)? {
             let link =
                 SchedClassifierLink::try_from(pinned).map_err(|source| LinkError::Pinned {
@@ -269,12 +300,13 @@ impl Datapath {
         }
         // First in the tcx chain: no program of another tool runs before us
         // and redirects the packet past us.
+        let side = if hook == Hook::TcEgress {
+            TcAttachType::Egress
+        } else {
+            TcAttachType::Ingress
+        };
         let id = program
-            .attach_with_options(
-                ifname,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
+            .attach_with_options(ifname, side, TcAttachOptions::TcxOrder(LinkOrder::first()))
             .map_err(attach_err)?;
         let link = program.take_link(id).map_err(attach_err)?;
         pin_new(link, &path, ifname, hook)

@@ -1,5 +1,5 @@
-//! The kernel side, as the agent sees it: the embedded object, its two
-//! programs and its maps, pinned under the pin directory.
+//! The kernel side, as the agent sees it: the embedded object, its
+//! programs (one XDP, three TC: see [`Hook`]) and its maps, pinned under the pin directory.
 //!
 //! Maps are pinned so that a restarted agent, `status` and `detach` find
 //! them; links are pinned so that enforcement outlives the agent process.
@@ -12,7 +12,10 @@ pub mod slots;
 pub mod sync;
 pub mod sys;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -36,8 +39,14 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// Name of the XDP program in [`OBJECT`].
 pub const XDP_PROGRAM: &str = "eg_xdp";
-/// Name of the TC classifier in [`OBJECT`].
+/// Name of the TC classifier for tcx ingress in [`OBJECT`].
 pub const TC_PROGRAM: &str = "eg_tc";
+/// Name of the TC classifier for tcx egress (macvtap, ipvtap).
+pub const TC_EGRESS_PROGRAM: &str = "eg_tc_egress";
+/// Name of the TC classifier for tcx ingress of an L3 tun.
+pub const TC_L3_PROGRAM: &str = "eg_tc_l3";
+/// Every program in [`OBJECT`].
+pub const PROGRAMS: [&str; 4] = [XDP_PROGRAM, TC_PROGRAM, TC_EGRESS_PROGRAM, TC_L3_PROGRAM];
 
 #[derive(Debug, Error)]
 pub enum DatapathError {
@@ -223,25 +232,20 @@ impl Datapath {
         })
     }
 
-    /// The kernel ids of the loaded XDP and TC programs.
-    pub fn program_ids(&mut self) -> Result<[u32; 2], DatapathError> {
-        let xdp = self
-            .xdp()?
-            .info()
-            .map_err(|source| DatapathError::Program {
-                name: XDP_PROGRAM,
-                source,
-            })?
-            .id();
-        let tc = self
-            .tc()?
-            .info()
-            .map_err(|source| DatapathError::Program {
-                name: TC_PROGRAM,
-                source,
-            })?
-            .id();
-        Ok([xdp, tc])
+    /// The kernel id of each loaded program, by name.
+    pub fn program_ids(&mut self) -> Result<BTreeMap<&'static str, u32>, DatapathError> {
+        let mut ids = BTreeMap::new();
+        for name in PROGRAMS {
+            let program = self
+                .ebpf
+                .program(name)
+                .ok_or(DatapathError::MissingProgram(name))?;
+            let info = program
+                .info()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            ids.insert(name, info.id());
+        }
+        Ok(ids)
     }
 
     pub fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
@@ -255,15 +259,24 @@ impl Datapath {
         })
     }
 
+    /// The TC classifier on tcx ingress of Ethernet devices.
     pub fn tc(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        self.tc_program(TC_PROGRAM)
+    }
+
+    /// One of the TC classifiers ([`TC_PROGRAM`], [`TC_EGRESS_PROGRAM`],
+    /// [`TC_L3_PROGRAM`]).
+    pub fn tc_program(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
         let program = self
             .ebpf
-            .program_mut(TC_PROGRAM)
-            .ok_or(DatapathError::MissingProgram(TC_PROGRAM))?;
-        program.try_into().map_err(|source| DatapathError::Program {
-            name: TC_PROGRAM,
-            source,
-        })
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?;
+        program
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })
     }
 }
 
@@ -302,7 +315,7 @@ impl Staged {
     }
 }
 
-/// Loads (and so verifies) both programs of a loaded object.
+/// Loads (and so verifies) every program of a loaded object.
 fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     let xdp: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -316,18 +329,16 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
         name: XDP_PROGRAM,
         source,
     })?;
-    let tc: &mut SchedClassifier = ebpf
-        .program_mut(TC_PROGRAM)
-        .ok_or(DatapathError::MissingProgram(TC_PROGRAM))?
-        .try_into()
-        .map_err(|source| DatapathError::Program {
-            name: TC_PROGRAM,
-            source,
-        })?;
-    tc.load().map_err(|source| DatapathError::Program {
-        name: TC_PROGRAM,
-        source,
-    })
+    for name in [TC_PROGRAM, TC_EGRESS_PROGRAM, TC_L3_PROGRAM] {
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        tc.load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+    }
+    Ok(())
 }
 
 fn object() -> Result<&'static [u8], DatapathError> {
