@@ -216,6 +216,53 @@ impl VmDevice {
         self.writev(&[IoSlice::new(packet)], packet.len())
     }
 
+    /// Reads the next frame the host sent to the VM (what the VMM would
+    /// hand the guest), waiting up to `timeout`; its `virtio_net_hdr` is
+    /// cut off. `None` when nothing came.
+    pub fn read(&self, timeout: std::time::Duration) -> Result<Option<Vec<u8>>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll(2) on one pollfd we own.
+        let ready = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+        if ready < 0 {
+            return Err(Error::io(
+                format!("poll on {}", self.name),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if ready == 0 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; 128 * 1024];
+        // SAFETY: read(2) into a buffer we own, with its size.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(None);
+            }
+            return Err(Error::io(format!("reading from {}", self.name), e));
+        }
+        buf.truncate(n.unsigned_abs());
+        if self.kind != DeviceKind::L3Tun {
+            buf.drain(..VNET_HDR_LEN.min(buf.len()));
+        }
+        Ok(Some(buf))
+    }
+
+    /// Reads and discards what the host sent to the VM so far.
+    pub fn drain(&self) -> Result<usize> {
+        let mut n = 0;
+        while self.read(std::time::Duration::ZERO)?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn writev(&self, iov: &[IoSlice<'_>], len: usize) -> Result<()> {
         let count = libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX);
         // SAFETY: IoSlice is ABI-compatible with iovec; the buffers live
