@@ -15,6 +15,10 @@
 //!   [`send_frames`]: exact frames (malformed ones, fragments) from a VM.
 //! - [`http::get`]: the agent's `/metrics`, `/healthz` and `/readyz` from
 //!   inside the hypervisor namespace.
+//! - [`VmDevice`]: a tap, L3 tun or macvtap opened as a VMM opens it, and
+//!   [`vmframe`]: the frames a guest writes into it (`virtio_net_hdr`, GSO
+//!   super-frames, partial checksums, bare IP packets);
+//!   [`FrameCapture`]: every frame that arrives on an interface, whole.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -23,6 +27,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod capture;
 pub mod cmd;
 pub mod error;
 pub mod http;
@@ -31,15 +36,19 @@ pub mod netns;
 pub mod smtp;
 pub mod topology;
 pub mod traffic;
+pub mod tuntap;
+pub mod vmframe;
 
 pub use agent::{Agent, agent_bin, held_back_packets, vm_entry};
 pub use bpf::{AttachWatch, Attachments, ProgInfo, attachments};
+pub use capture::{FrameCapture, Frames, segment_in_software};
 pub use error::{Error, Result};
 pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
 pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};
 pub use topology::{Link, Topology, TopologyBuilder, Vm};
 pub use traffic::{Captured, Sent, SynCapture, SynStream, mac_address, send_frames};
+pub use tuntap::{DeviceKind, VmDevice};
 
 /// An error unless this process runs as root (namespaces, bpffs and the agent
 /// all need it).
