@@ -167,16 +167,17 @@ fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
 
 /// Under `reset` and `icmp`, a blocked guest's SYNs to 25 (IPv4 and IPv6)
 /// are answered, and the answer reaches the guest: it can be read from the
-/// VMM's side of its tap or macvtap, under every hook setting. The SYNs go
+/// VMM's side of its tap, macvtap or L3 tun, under every hook setting. The SYNs go
 /// to addresses no host has (and the guest answers no ARP or neighbour
 /// solicitation), so no reply can come from anywhere but the agent.
 #[test]
-fn tap_and_macvtap_guests_get_the_reset_and_icmp_replies_under_every_hook() -> Result<()> {
+fn tap_macvtap_and_tun_guests_get_the_reset_and_icmp_replies_under_every_hook() -> Result<()> {
     let lab = Lab::new()?;
     let hv = lab.hv();
     let peer_mac = lab.macvtap_lower()?;
     let tap = VmDevice::tap(hv, "tap-rep", 0)?;
     let mvt = VmDevice::macvtap(hv, "mv-low", "mvt-rep")?;
+    let tun = VmDevice::l3_tun(hv, "l3-rep")?;
     // To addresses nobody has: whatever answers is the agent.
     let tap_plan = Plan {
         dst4: Ipv4Addr::new(198, 51, 100, 99),
@@ -188,10 +189,20 @@ fn tap_and_macvtap_guests_get_the_reset_and_icmp_replies_under_every_hook() -> R
         dst6: Ipv6Addr::new(0xfd77, 0, 0x230, 0, 0, 0, 0, 0x99),
         ..macvtap_plan(&mvt, 20, true)
     };
+    let tun_plan = Plan {
+        dst4: Ipv4Addr::new(198, 51, 100, 98),
+        dst6: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x98),
+        ..routed(&lab, &tun, 214, true)?
+    };
+    let guests = [
+        (&tap, &tap_plan, None),
+        (&mvt, &mvt_plan, Some(peer_mac)),
+        (&tun, &tun_plan, None),
+    ];
     let mut report = String::new();
     let mut sport = 47_000;
     // Without the agent nothing answers (else the test proves nothing).
-    for (dev, plan, peer) in [(&tap, &tap_plan, None), (&mvt, &mvt_plan, Some(peer_mac))] {
+    for (dev, plan, peer) in guests {
         for s in plan.streams(&[Shape::Syn], &[25], sport) {
             sport += 1;
             s.write(dev, peer, false)?;
@@ -209,8 +220,13 @@ fn tap_and_macvtap_guests_get_the_reset_and_icmp_replies_under_every_hook() -> R
     }
     for action in ["reset", "icmp"] {
         for hook in HOOKS {
-            let agent = lab.start_agent(&policy(hook, action, &["tap-rep", "mvt-rep"], &[]))?;
-            for (dev, plan, peer) in [(&tap, &tap_plan, None), (&mvt, &mvt_plan, Some(peer_mac))] {
+            let agent = lab.start_agent(&policy(
+                hook,
+                action,
+                &["tap-rep", "mvt-rep", "l3-rep"],
+                &[],
+            ))?;
+            for (dev, plan, peer) in guests {
                 dev.drain()?;
                 for s in plan.streams(&[Shape::Syn], &[25], sport) {
                     sport += 1;

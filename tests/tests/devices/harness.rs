@@ -70,7 +70,7 @@ vms:
 pub fn expected_hook(kind: DeviceKind, setting: &str) -> Option<&'static str> {
     match kind {
         DeviceKind::Macvtap => Some("tc-egress"),
-        DeviceKind::L3Tun => Some("tc"),
+        DeviceKind::L3Tun => Some("tc-l3"),
         DeviceKind::Tap { .. } => match setting {
             "tc" => Some("tc"),
             "xdp" => Some("xdp"),
