@@ -19,6 +19,8 @@
 //!   [`vmframe`]: the frames a guest writes into it (`virtio_net_hdr`, GSO
 //!   super-frames, partial checksums, bare IP packets);
 //!   [`FrameCapture`]: every frame that arrives on an interface, whole.
+//! - [`PolicyBuilder`]: policy files from VM roles, the one place that
+//!   spells the policy's YAML for the tests, the demo and the benchmarks.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -33,6 +35,7 @@ pub mod error;
 pub mod http;
 pub mod names;
 pub mod netns;
+pub mod policy;
 pub mod smtp;
 pub mod topology;
 pub mod traffic;
@@ -45,6 +48,7 @@ pub use capture::{FrameCapture, Frames, segment_in_software};
 pub use error::{Error, Result};
 pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
+pub use policy::{PolicyBuilder, Role};
 pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};
 pub use topology::{Link, Topology, TopologyBuilder, Vm};
 pub use traffic::{Captured, Sent, SynCapture, SynStream, mac_address, send_frames};
