@@ -20,6 +20,9 @@
 //! (`aya::Pod` impls) that the agent needs.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(all(feature = "user", not(test)))]
+extern crate std;
+
 pub mod bytes;
 pub mod classify;
 #[cfg(any(test, feature = "craft"))]
