@@ -11,6 +11,8 @@
 //! - `bench`: set-up, release builds, and the benchmarks, written to
 //!   `BENCHMARKS.md` (`--smoke`: a short run that only checks the figures
 //!   are sane; `test` runs it last).
+//! - `guest`: builds (once; then finds in the cache) the test guest's image
+//!   that the guest tests and `demo --vm` boot with QEMU.
 //! - `sweep`: removes what a crashed run of the tests or the demo left behind.
 //!
 //! It builds with plain stable Rust: it must run before the eBPF toolchain is
@@ -20,6 +22,7 @@ mod bench;
 mod ctx;
 mod demo;
 mod fuzz;
+mod guest;
 mod setup;
 mod signals;
 mod test;
@@ -53,6 +56,8 @@ enum Command {
     Fuzz(fuzz::Args),
     /// Set-up, release builds, and the benchmarks; writes BENCHMARKS.md (--smoke: a short sanity run).
     Bench(bench::Args),
+    /// Build (or find cached) the test guest's kernel and initramfs; prints their directory.
+    Guest,
     /// Remove network namespaces, pins and temporary files a crashed run of ours left.
     Sweep,
 }
@@ -68,6 +73,13 @@ fn main() -> ExitCode {
             setup::run(&setup::Args::default()).and_then(|ctx| fuzz::run(&ctx, &args))
         }
         Command::Bench(args) => bench::run(&args),
+        Command::Guest => guest::ensure(&ctx::Ctx::new()).map(|dir| {
+            println!(
+                "{}={}",
+                egress_guard_netns::guest::GUEST_DIR_ENV,
+                dir.display()
+            );
+        }),
         Command::Sweep => sweep(),
     };
     match result {

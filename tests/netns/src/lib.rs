@@ -15,6 +15,9 @@
 //!   [`send_frames`]: exact frames (malformed ones, fragments) from a VM.
 //! - [`http::get`]: the agent's `/metrics`, `/healthz` and `/readyz` from
 //!   inside the hypervisor namespace.
+//! - [`Guest`]: a real guest (QEMU, Debian's kernel, busybox, virtio-net) on
+//!   a tap or a macvtap in the hypervisor namespace, running the checks a
+//!   test asks for over its serial command port.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -25,6 +28,7 @@ pub mod agent;
 pub mod bpf;
 pub mod cmd;
 pub mod error;
+pub mod guest;
 pub mod http;
 pub mod names;
 pub mod netns;
@@ -35,6 +39,7 @@ pub mod traffic;
 pub use agent::{Agent, agent_bin, held_back_packets, vm_entry};
 pub use bpf::{AttachWatch, Attachments, ProgInfo, attachments};
 pub use error::{Error, Result};
+pub use guest::{Guest, GuestImage, Nic, NicKind};
 pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
 pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};

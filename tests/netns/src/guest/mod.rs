@@ -1,0 +1,498 @@
+//! Real guests: QEMU (Debian's `qemu-system-x86`) booting Debian's kernel and
+//! a busybox initramfs, on a tap or a macvtap in the hypervisor namespace of
+//! a [`Topology`], with virtio-net and its default offloads on (checksum
+//! offload, TSO).
+//!
+//! - [`GuestImage`]: the kernel and initramfs `cargo xtask guest` builds and
+//!   caches (`$EGRESS_GUARD_GUEST_DIR`); an error, never a skip, when missing.
+//! - [`Guest::boot`]: QEMU runs in hv (`nsenter --net`), so a tap appears there
+//!   as a VMM makes it; see [`net`] for the NICs and their addresses. The
+//!   boot tries KVM first with a short deadline ([`KVM_DEADLINE`] to the
+//!   init's ready line), then TCG; [`Guest::boot_report`] says which ran and
+//!   how long the boot took. After one KVM boot failed, later boots in the
+//!   same process go straight to TCG.
+//! - [`Guest::run`]: a shell script in the guest over its command port
+//!   ([`port`]): one booted guest runs many checks.
+//! - [`Guest::stop`] (or drop, also while a test panics): QEMU is killed, the
+//!   tap goes with it (waited for), a macvtap is deleted, the temporary
+//!   directory (sockets, console log) removed. A new [`Guest::boot`] on the
+//!   same [`Nic`] is the VM started again: a new QEMU, a new interface.
+
+pub mod checks;
+pub mod net;
+pub mod port;
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+pub use net::{Nic, NicKind};
+pub use port::Output;
+
+use crate::{
+    cmd::{self, describe},
+    error::{Error, Result},
+    names::TempDir,
+    topology::Topology,
+};
+
+/// The guest's init (busybox sh), built into the initramfs by `cargo xtask
+/// guest`; it speaks the protocol of [`port`].
+pub const INIT_SCRIPT: &str = include_str!("../../../fixtures/guest_init.sh");
+
+/// The virtio-net modules, in the order the init loads them (those built
+/// into the kernel are left out of the image).
+pub const VIRTIO_NET_MODULES: [&str; 8] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// The environment variable naming the image directory.
+pub const GUEST_DIR_ENV: &str = "EGRESS_GUARD_GUEST_DIR";
+/// The kernel's file name in the image directory.
+pub const KERNEL_FILE: &str = "vmlinuz";
+/// The initramfs's file name in the image directory.
+pub const INITRAMFS_FILE: &str = "initramfs.cpio";
+/// A copy of the init the image was built with (to tell a stale image).
+pub const INIT_FILE: &str = "init";
+
+/// How long a KVM boot may take to reach the init's ready line before the
+/// harness gives up on KVM (Debian's kernels hang early under nested PVM).
+pub const KVM_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a TCG boot may take (2 to 9 s on an idle-to-busy 2-core host).
+pub const TCG_DEADLINE: Duration = Duration::from_mins(2);
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The kernel and initramfs of the test guest.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl GuestImage {
+    /// The image in `$EGRESS_GUARD_GUEST_DIR`.
+    pub fn from_env() -> Result<Self> {
+        let dir = std::env::var_os(GUEST_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "{GUEST_DIR_ENV} is not set: the guest tests need the guest image; run them with `cargo xtask test`, or build it with `cargo xtask guest` and set {GUEST_DIR_ENV} to the directory it prints"
+                ))
+            })?;
+        Self::in_dir(Path::new(&dir))
+    }
+
+    /// The image in `dir`; an error when a part is missing or it was built
+    /// with another init than this crate's.
+    pub fn in_dir(dir: &Path) -> Result<Self> {
+        let image = Self {
+            kernel: dir.join(KERNEL_FILE),
+            initramfs: dir.join(INITRAMFS_FILE),
+        };
+        for part in [&image.kernel, &image.initramfs] {
+            if !part.is_file() {
+                return Err(Error::Other(format!(
+                    "the guest image in {} has no {}: build it with `cargo xtask guest`",
+                    dir.display(),
+                    part.display()
+                )));
+            }
+        }
+        let init = std::fs::read_to_string(dir.join(INIT_FILE)).unwrap_or_default();
+        if init != INIT_SCRIPT {
+            return Err(Error::Other(format!(
+                "the guest image in {} was built with another init than tests/fixtures/guest_init.sh: rebuild it with `cargo xtask guest`",
+                dir.display()
+            )));
+        }
+        Ok(image)
+    }
+}
+
+/// The accelerator a guest ran under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+/// How a guest booted.
+#[derive(Debug, Clone)]
+pub struct BootReport {
+    pub accel: Accel,
+    /// From QEMU's start to the init's ready line, under [`BootReport::accel`].
+    pub took: Duration,
+    /// Why KVM was not used, when it was not.
+    pub kvm: Option<String>,
+    /// The guest's kernel release.
+    pub kernel: String,
+}
+
+impl std::fmt::Display for BootReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "booted kernel {} under {} in {:.1} s",
+            self.kernel,
+            self.accel.name(),
+            self.took.as_secs_f64()
+        )?;
+        if let Some(why) = &self.kvm {
+            write!(f, " (kvm: {why})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Set once a KVM boot failed in this process: later boots use TCG at once.
+static KVM_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// A running guest. Dropping it stops QEMU and removes its NIC.
+#[derive(Debug)]
+pub struct Guest<'a> {
+    topo: &'a Topology,
+    nic: Nic,
+    qemu: Child,
+    command: String,
+    port: port::Port,
+    report: BootReport,
+    dir: TempDir,
+}
+
+impl<'a> Guest<'a> {
+    /// Boots a guest on `nic` in `topo`'s hypervisor namespace and waits
+    /// until its init is ready (its NIC configured).
+    pub fn boot(topo: &'a Topology, image: &GuestImage, nic: &Nic) -> Result<Self> {
+        nic.check()?;
+        let kvm_note = if KVM_FAILED.load(Ordering::Relaxed) {
+            "failed earlier in this run; not tried again".to_owned()
+        } else if !Path::new("/dev/kvm").exists() {
+            "no /dev/kvm".to_owned()
+        } else {
+            match Self::try_boot(topo, image, nic, Accel::Kvm, KVM_DEADLINE) {
+                Ok(guest) => return Ok(guest),
+                Err(e) => {
+                    KVM_FAILED.store(true, Ordering::Relaxed);
+                    let first = e.to_string();
+                    format!(
+                        "{}; fell back to tcg",
+                        first.lines().next().unwrap_or_default()
+                    )
+                }
+            }
+        };
+        let mut guest = Self::try_boot(topo, image, nic, Accel::Tcg, TCG_DEADLINE)?;
+        guest.report.kvm = Some(kvm_note);
+        Ok(guest)
+    }
+
+    fn try_boot(
+        topo: &'a Topology,
+        image: &GuestImage,
+        nic: &Nic,
+        accel: Accel,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let dir = TempDir::new("guest")?;
+        let socket = dir.path().join("cmd.sock");
+        let console = dir.path().join("console.log");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .map_err(|e| Error::io(format!("binding {}", socket.display()), e))?;
+        let tap_fd = match nic.kind {
+            NicKind::Tap => None,
+            NicKind::Macvtap => Some(net::create_macvtap(topo, nic, dir.path())?),
+        };
+        let mut cmd = qemu_command(topo, image, nic, accel, &console, &socket, tap_fd.as_ref());
+        let command = describe(&cmd);
+        let started = Instant::now();
+        let qemu = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join("qemu.stderr"))
+                    .map_err(|e| Error::io("creating the QEMU stderr file", e))?,
+            )
+            .process_group(0)
+            .spawn();
+        drop(tap_fd);
+        let qemu = match qemu {
+            Ok(q) => q,
+            Err(source) => {
+                if nic.kind == NicKind::Macvtap {
+                    let _ = topo.hv.ip(["link", "del", &nic.ifname]);
+                }
+                return Err(Error::Spawn { command, source });
+            }
+        };
+        // From here on, dropping `starting` cleans up.
+        let mut starting = Starting {
+            topo,
+            nic: nic.clone(),
+            qemu: Some(qemu),
+        };
+        let until = started + deadline;
+        let mut port = port::Port::accept(&listener, until)
+            .map_err(|e| boot_error(&e.to_string(), &command, &dir))?;
+        if nic.kind == NicKind::Tap {
+            net::plumb_tap(&topo.hv, nic, Duration::from_secs(10))
+                .map_err(|e| boot_error(&e.to_string(), &command, &dir))?;
+        }
+        let kernel = match port.wait_ready(until) {
+            Ok(Some(kernel)) => kernel,
+            Ok(None) => {
+                return Err(boot_error(
+                    &format!(
+                        "no ready line within {:.0} s under {}",
+                        deadline.as_secs_f64(),
+                        accel.name()
+                    ),
+                    &command,
+                    &dir,
+                ));
+            }
+            Err(e) => return Err(boot_error(&e.to_string(), &command, &dir)),
+        };
+        let took = started.elapsed();
+        let qemu = starting
+            .qemu
+            .take()
+            .ok_or_else(|| Error::Other("no QEMU".to_owned()))?;
+        Ok(Self {
+            topo,
+            nic: nic.clone(),
+            qemu,
+            command,
+            port,
+            report: BootReport {
+                accel,
+                took,
+                kvm: None,
+                kernel,
+            },
+            dir,
+        })
+    }
+
+    /// The guest's NIC.
+    pub fn nic(&self) -> &Nic {
+        &self.nic
+    }
+
+    /// The host-side interface's name (what the policy names).
+    pub fn ifname(&self) -> &str {
+        &self.nic.ifname
+    }
+
+    /// Which accelerator ran and how long the boot took.
+    pub fn boot_report(&self) -> &BootReport {
+        &self.report
+    }
+
+    /// QEMU's command line.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// The guest's console (kernel messages, the init's steps) so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    /// Runs `script` with the guest's sh and returns its output and status,
+    /// whatever the status; an error if the guest does not answer within
+    /// `timeout` (the console's tail is in the error).
+    pub fn run(&mut self, script: &str, timeout: Duration) -> Result<Output> {
+        self.port.run(script, timeout).map_err(|e| {
+            Error::Other(format!(
+                "{e}\n--- guest console (tail) ---\n{}",
+                tail(&self.console(), 30)
+            ))
+        })
+    }
+
+    /// [`Guest::run`], an error unless the script exits 0.
+    pub fn check(&mut self, script: &str, timeout: Duration) -> Result<Output> {
+        let out = self.run(script, timeout)?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(Error::Other(format!(
+                "in the guest on {}: `{script}` exited {}:\n{}",
+                self.nic.ifname, out.status, out.output
+            )))
+        }
+    }
+
+    /// Stops the guest as a hypervisor does: QEMU ends, its tap goes (waited
+    /// for), a macvtap is deleted. An error if something stays.
+    pub fn stop(mut self) -> Result<()> {
+        let problems = self.cleanup();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Other(problems.join("; ")))
+        }
+    }
+
+    fn cleanup(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        stop_qemu(&mut self.qemu);
+        if let Err(e) = remove_nic(self.topo, &self.nic) {
+            problems.push(e.to_string());
+        }
+        problems
+    }
+}
+
+impl Drop for Guest<'_> {
+    fn drop(&mut self) {
+        for p in self.cleanup() {
+            eprintln!("warning: stopping the guest on {}: {p}", self.nic.ifname);
+        }
+    }
+}
+
+/// A QEMU being booted: killed and its NIC removed if the boot fails.
+struct Starting<'a> {
+    topo: &'a Topology,
+    nic: Nic,
+    qemu: Option<Child>,
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if let Some(mut q) = self.qemu.take() {
+            stop_qemu(&mut q);
+            if let Err(e) = remove_nic(self.topo, &self.nic) {
+                eprintln!("warning: after a failed boot: {e}");
+            }
+        }
+    }
+}
+
+fn qemu_command(
+    topo: &Topology,
+    image: &GuestImage,
+    nic: &Nic,
+    accel: Accel,
+    console: &Path,
+    socket: &Path,
+    tap_fd: Option<&File>,
+) -> Command {
+    let mut cmd = topo.hv.nsenter(QEMU);
+    cmd.args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"])
+        .args(["-accel", accel.name(), "-m", "256", "-smp", "1"])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initramfs)
+        .args([
+            "-append",
+            &format!("console=ttyS0 panic=-1 {}", nic.cmdline()),
+        ])
+        .args([
+            "-chardev",
+            &format!("file,id=con,path={}", console.display()),
+            "-serial",
+            "chardev:con",
+            "-chardev",
+            &format!("socket,id=cmd,path={}", socket.display()),
+            "-serial",
+            "chardev:cmd",
+        ]);
+    match tap_fd {
+        None => cmd.args([
+            "-netdev",
+            &format!(
+                "tap,id=n0,ifname={},script=no,downscript=no,vhost=off",
+                nic.ifname
+            ),
+        ]),
+        Some(file) => {
+            let fd = file.as_raw_fd();
+            // SAFETY: dup2 and fcntl are async-signal-safe and only touch the
+            // child's descriptor table; `fd` stays open in the parent until
+            // spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if fd == 3 {
+                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.args(["-netdev", "tap,id=n0,fd=3,vhost=off"])
+        }
+    };
+    // virtio-net's defaults: checksum offload and TSO on, both ways.
+    cmd.args([
+        "-device",
+        &format!("virtio-net-pci,netdev=n0,mac={}", nic.mac()),
+    ]);
+    cmd
+}
+
+fn stop_qemu(qemu: &mut Child) {
+    if matches!(qemu.try_wait(), Ok(None)) {
+        cmd::signal(qemu.id(), libc::SIGTERM);
+        if !matches!(cmd::wait_within(qemu, Duration::from_secs(5)), Ok(Some(_))) {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+        }
+    }
+}
+
+/// After QEMU ended: waits for its tap to go, or deletes the macvtap.
+fn remove_nic(topo: &Topology, nic: &Nic) -> Result<()> {
+    match nic.kind {
+        NicKind::Tap => net::wait_link(&topo.hv, &nic.ifname, false, Duration::from_secs(10)),
+        NicKind::Macvtap => {
+            if topo.hv.links()?.contains(&nic.ifname) {
+                topo.hv.ip(["link", "del", &nic.ifname])?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn boot_error(what: &str, command: &str, dir: &TempDir) -> Error {
+    let console = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default();
+    Error::Other(format!(
+        "the guest did not boot: {what}\n`{command}`\n--- QEMU stderr ---\n{stderr}--- console (tail) ---\n{}",
+        tail(&console, 40)
+    ))
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
