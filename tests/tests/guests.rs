@@ -157,16 +157,16 @@ impl Lab {
         Ok(())
     }
 
-    /// One mail from `guest` to `server:port`: whether it arrived is
-    /// `delivered`; a line for the test's output, or an error that shows the
-    /// guest's sendmail.
+    /// One mail from `guest` to `server:port`, expected `delivered` or not:
+    /// `Ok(Ok(line))` when it went as expected, `Ok(Err(why))` when not (with
+    /// the client's dialogue), `Err` when the guest or the sink failed.
     fn expect(
         &self,
         guest: &mut Guest<'_>,
         server: IpAddr,
         port: u16,
         delivered: bool,
-    ) -> Result<String> {
+    ) -> Result<Result<String, String>> {
         let d = guest.try_deliver(&self.sink, server, port, PROBE)?;
         let line = format!(
             "{} -> {server}:{port}: {} ({:.1} s)",
@@ -179,22 +179,21 @@ impl Lab {
             d.attempt.elapsed.as_secs_f64()
         );
         if d.delivered() != delivered {
-            bail!(
+            return Ok(Err(format!(
                 "expected {}:\n{}",
                 if delivered { "delivered" } else { "held back" },
                 d.describe()
-            );
+            )));
         }
-        if !delivered {
-            // Held back (action drop) means no answer: sendmail waits until
-            // it is killed, it is not refused at once.
-            ensure!(
-                d.attempt.elapsed >= PROBE.saturating_sub(Duration::from_millis(500)),
+        // Held back (action drop) means no answer: the client waits until it
+        // is killed; it is not refused at once.
+        if !delivered && d.attempt.elapsed < PROBE.saturating_sub(Duration::from_millis(500)) {
+            return Ok(Err(format!(
                 "a held-back attempt should time out, not fail at once:\n{}",
                 d.describe()
-            );
+            )));
         }
-        Ok(line)
+        Ok(Ok(line))
     }
 }
 
@@ -235,88 +234,122 @@ fn await_reason(agent: &Agent<'_>, vm: &str, code: &str, timeout: Duration) -> R
     }
 }
 
+/// The checks of one test, each recorded as it ends: a test goes on after
+/// a failed mail check (so one run shows every hook and step), prints the
+/// table, and fails at the end if any check did.
+#[derive(Default)]
+struct Report {
+    text: String,
+    failed: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, line: &str) {
+        println!("{line}");
+        let _ = writeln!(self.text, "{line}");
+    }
+
+    /// [`Lab::expect`], recorded.
+    fn mail(
+        &mut self,
+        lab: &Lab,
+        guest: &mut Guest<'_>,
+        (server, port): (IpAddr, u16),
+        delivered: bool,
+    ) -> Result<()> {
+        let what = format!("{}: {server}:{port}", guest.ifname());
+        match lab.expect(guest, server, port, delivered)? {
+            Ok(line) => self.line(&format!("  ok     {line}")),
+            Err(why) => {
+                self.line(&format!("  FAILED {why}"));
+                self.failed.push(what);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bulk TCP from `guest` to the internet namespace, recorded.
+    fn bulk(&mut self, lab: &Lab, guest: &mut Guest<'_>) -> Result<()> {
+        let receiver = BulkReceiver::start(&lab.topo.internet, sink4(), BULK_PORT)?;
+        let bulk = guest.send_bulk(receiver, BULK_MIB)?;
+        let line = format!(
+            "{}: bulk {BULK_MIB} MiB to {SINK_V4}:{BULK_PORT}: sent {} bytes {}, received {} bytes {} ({:.1} s in the guest)",
+            guest.ifname(),
+            bulk.sent.0,
+            bulk.sent.1,
+            bulk.received.0,
+            bulk.received.1,
+            bulk.took.as_secs_f64()
+        );
+        if bulk.intact() && bulk.sent.0 == u64::from(BULK_MIB) << 20 {
+            self.line(&format!("  ok     {line}"));
+        } else {
+            self.line(&format!(
+                "  FAILED {line}; nc exited {}:\n{}",
+                bulk.nc_status, bulk.guest_output
+            ));
+            self.failed.push(format!("{}: bulk", guest.ifname()));
+        }
+        Ok(())
+    }
+
+    /// An error naming the failed checks (the table is printed above).
+    fn finish(self, what: &str, agent_output: &str) -> Result<()> {
+        ensure!(
+            self.failed.is_empty(),
+            "{what}: these checks failed (see the table above): {:?}\n\n{agent_output}",
+            self.failed
+        );
+        Ok(())
+    }
+}
+
 /// A blocked guest under each of `hooks`: held back on 25 over IPv4 and
-/// IPv6, delivered on 587 and to the relay, and (once) bulk TCP intact.
-/// Every hook is tried, then the test fails with the table of what failed.
+/// IPv6, delivered on 587, and (under the first hook) to the relay, with bulk
+/// TCP intact. Every hook is tried, then the test fails if a check did.
 fn blocked_guest(nic: &Nic, hooks: &[&str]) -> Result<()> {
     let _serial = serial();
     require_root()?;
     let lab = Lab::new()?;
     let mut guest = lab.boot(nic)?;
     let name = nic.ifname.as_str();
+    let mut report = Report::default();
+    report.line("without the agent:");
     // The control: without the agent, the guest delivers on 25.
-    println!("{}", lab.expect(&mut guest, sink4(), 25, true)?);
-    let mut report = String::new();
-    let mut failed = Vec::new();
+    report.mail(&lab, &mut guest, (sink4(), 25), true)?;
+    let mut agent_output = String::new();
     for hook in hooks {
         let agent = lab.start_agent(&policy(hook, name, &Role::Blocked))?;
-        let _ = writeln!(
-            report,
-            "hook {hook} (status: {}):",
+        report.line(&format!(
+            "hook {hook} (status shows {}):",
             status_hook(&agent, name)
-        );
-        let mut checks: Vec<(IpAddr, u16, bool)> = vec![
-            (sink4(), 25, false),
-            (sink6(), 25, false),
-            (sink4(), 587, true),
-            (sink6(), 587, true),
-        ];
-        if *hook == hooks[0] {
-            checks.extend([(RELAY_V4.into(), 25, true), (RELAY_V6.into(), 25, true)]);
+        ));
+        let failed_before = report.failed.len();
+        report.mail(&lab, &mut guest, (sink4(), 25), false)?;
+        report.mail(&lab, &mut guest, (sink6(), 25), false)?;
+        report.mail(&lab, &mut guest, (sink4(), 587), true)?;
+        report.mail(&lab, &mut guest, (sink6(), 587), true)?;
+        if hook == &hooks[0] {
+            report.mail(&lab, &mut guest, (RELAY_V4.into(), 25), true)?;
+            report.mail(&lab, &mut guest, (RELAY_V6.into(), 25), true)?;
+            report.bulk(&lab, &mut guest)?;
         }
-        for (server, port, delivered) in checks {
-            match lab.expect(&mut guest, server, port, delivered) {
-                Ok(line) => {
-                    let _ = writeln!(report, "  ok     {line}");
-                }
-                Err(e) => {
-                    let _ = writeln!(report, "  FAILED {e:#}");
-                    failed.push(format!("{hook}: {server}:{port}"));
-                }
-            }
-        }
-        if *hook == hooks[0] {
-            let receiver = BulkReceiver::start(&lab.topo.internet, sink4(), BULK_PORT)?;
-            let bulk = guest.send_bulk(receiver, BULK_MIB)?;
-            let line = format!(
-                "bulk {} MiB to {}:{BULK_PORT}: sent {} bytes {}, received {} bytes {} ({:.1} s in the guest)",
-                BULK_MIB,
-                SINK_V4,
-                bulk.sent.0,
-                bulk.sent.1,
-                bulk.received.0,
-                bulk.received.1,
-                bulk.took.as_secs_f64()
-            );
-            if bulk.intact() && bulk.sent.0 == u64::from(BULK_MIB) << 20 {
-                let _ = writeln!(report, "  ok     {line}");
-            } else {
-                let _ = writeln!(
-                    report,
-                    "  FAILED {line}; nc exited {}:\n{}",
-                    bulk.nc_status, bulk.guest_output
-                );
-                failed.push(format!("{hook}: bulk"));
-            }
-        }
-        if !failed.is_empty() && !report.contains("--- agent") {
-            let _ = writeln!(report, "{}", agent.output());
+        if report.failed.len() > failed_before && agent_output.is_empty() {
+            agent_output = format!("(hook {hook}) {}", agent.output());
         }
     }
-    println!("{report}");
-    ensure!(
-        failed.is_empty(),
-        "the blocked guest on {} {name} failed: {failed:?}\n{report}",
-        nic.kind
-    );
     guest.stop()?;
-    Ok(())
+    report.finish(
+        &format!("the blocked guest on {} {name}", nic.kind),
+        &agent_output,
+    )
 }
 
 /// An exempt guest delivers on 25; the policy then grants its VM an
-/// exemption while it runs (held back: it needs a stop and start); the guest
-/// stops (QEMU exits, its interface goes) and starts (a new QEMU, a new
-/// interface): the exemption is in force, and it delivers on 25.
+/// exemption while it runs (held back: it needs a stop and start, while 587
+/// works); the guest stops (QEMU exits, its interface goes) and starts (a
+/// new QEMU, a new interface): the exemption is in force, and it delivers on
+/// 25 over IPv4 and IPv6.
 fn exemption_after_restart(nic: &Nic) -> Result<()> {
     let _serial = serial();
     require_root()?;
@@ -324,12 +357,17 @@ fn exemption_after_restart(nic: &Nic) -> Result<()> {
     let name = nic.ifname.as_str();
     let mut guest = lab.boot(nic)?;
     let agent = lab.start_agent(&policy("auto", name, &Role::Exempt))?;
+    let mut report = Report::default();
     let r = (|| -> Result<()> {
-        println!("hook in status: {}", status_hook(&agent, name));
-        println!("{}", lab.expect(&mut guest, sink4(), 25, true)?);
-        println!("{}", lab.expect(&mut guest, sink6(), 25, true)?);
+        report.line(&format!(
+            "exempt (status shows hook {}):",
+            status_hook(&agent, name)
+        ));
+        report.mail(&lab, &mut guest, (sink4(), 25), true)?;
+        report.mail(&lab, &mut guest, (sink6(), 25), true)?;
 
-        // Granted now, while the VM runs.
+        // Granted now, while the VM runs (a second after its interface
+        // appeared, at least: policy times have whole seconds).
         thread::sleep(Duration::from_millis(1100));
         let granted = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         lab.rewrite_policy(&policy("auto", name, &Role::GrantedAt(granted.clone())))?;
@@ -340,28 +378,30 @@ fn exemption_after_restart(nic: &Nic) -> Result<()> {
             Duration::from_secs(5),
         )?;
         let vm = vm_entry(&doc, name).cloned().unwrap_or_default();
-        println!(
-            "granted {granted}; status: {} ({})",
+        report.line(&format!(
+            "granted {granted} while it runs; status: {} ({}):",
             vm["verdict"], vm["reason"]
-        );
-        println!("{}", lab.expect(&mut guest, sink4(), 25, false)?);
-        println!("{}", lab.expect(&mut guest, sink4(), 587, true)?);
+        ));
+        report.mail(&lab, &mut guest, (sink4(), 25), false)?;
+        report.mail(&lab, &mut guest, (sink4(), 587), true)?;
 
-        // Stop and start.
+        // Stop and start: QEMU exits, a new one makes a new interface.
         guest.stop()?;
         let mut guest = lab.boot(nic)?;
         let doc = await_reason(&agent, name, "exempted", Duration::from_secs(10))?;
         let vm = vm_entry(&doc, name).cloned().unwrap_or_default();
-        println!(
-            "after the restart; status: {} ({})",
+        report.line(&format!(
+            "stopped and started; status: {} ({}):",
             vm["verdict"], vm["reason"]
-        );
-        println!("{}", lab.expect(&mut guest, sink4(), 25, true)?);
-        println!("{}", lab.expect(&mut guest, sink6(), 25, true)?);
+        ));
+        report.mail(&lab, &mut guest, (sink4(), 25), true)?;
+        report.mail(&lab, &mut guest, (sink6(), 25), true)?;
         guest.stop()?;
         Ok(())
     })();
-    r.map_err(|e| anyhow::anyhow!("{e:#}\n\n{}", agent.output()))
+    let output = agent.output();
+    r.map_err(|e| anyhow::anyhow!("{e:#}\n\n{output}"))?;
+    report.finish(&format!("the guest on {} {name}", nic.kind), &output)
 }
 
 #[test]
