@@ -6,7 +6,7 @@
 //!   test of the default workspace members (the end-to-end tests included),
 //!   then the benchmarks' smoke run.
 //! - `demo`: set-up, a release build, and the agent at work in network
-//!   namespaces, narrated.
+//!   namespaces, narrated (`--vm`: with real QEMU guests).
 //! - `fuzz`: set-up, then the packet parser's fuzzer against etherparse.
 //! - `bench`: set-up, release builds, and the benchmarks, written to
 //!   `BENCHMARKS.md` (`--smoke`: a short run that only checks the figures
@@ -21,6 +21,7 @@
 mod bench;
 mod ctx;
 mod demo;
+mod demo_vm;
 mod fuzz;
 mod guest;
 mod setup;
@@ -50,7 +51,7 @@ enum Command {
     },
     /// Set-up, format check, clippy, build the agent, and run every test.
     Test(test::Args),
-    /// Set-up, build the agent, and show it holding back mail in network namespaces.
+    /// Set-up, build the agent, and show it holding back mail in network namespaces (--vm: QEMU guests).
     Demo(demo::Args),
     /// Set-up, then fuzz the packet parser against etherparse (cargo fuzz).
     Fuzz(fuzz::Args),
