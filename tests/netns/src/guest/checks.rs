@@ -118,9 +118,11 @@ impl Guest<'_> {
             addr = receiver.addr,
             port = receiver.port
         );
+        let before = self.host_counters()?;
         let started = Instant::now();
         let out = self.run(&script, Duration::from_mins(3))?;
         let took = started.elapsed();
+        let after = self.host_counters()?;
         let sent = out
             .output
             .lines()
@@ -139,6 +141,8 @@ impl Guest<'_> {
         Ok(Bulk {
             sent,
             received: arrived,
+            host_frames: after.0.saturating_sub(before.0),
+            host_bytes: after.1.saturating_sub(before.1),
             nc_status: out.status,
             guest_output: out.output,
             took,
@@ -153,6 +157,10 @@ pub struct Bulk {
     pub sent: (u64, String),
     /// Bytes and SHA-256 of what arrived.
     pub received: (u64, String),
+    /// Frames and bytes from the guest on the host-side interface meanwhile
+    /// (see [`Guest::host_counters`]).
+    pub host_frames: u64,
+    pub host_bytes: u64,
     pub nc_status: i32,
     pub guest_output: String,
     /// The whole run in the guest (making the data included).
@@ -160,6 +168,13 @@ pub struct Bulk {
 }
 
 impl Bulk {
+    /// The mean size of the guest's frames on the host-side interface: above
+    /// an Ethernet frame's 1514 bytes only when the guest sent TCP
+    /// super-frames (TSO) that the host took as they were.
+    pub fn mean_frame(&self) -> u64 {
+        self.host_bytes / self.host_frames.max(1)
+    }
+
     /// Everything arrived, byte for byte.
     pub fn intact(&self) -> bool {
         self.sent.0 > 0 && self.sent == self.received

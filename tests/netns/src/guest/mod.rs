@@ -301,6 +301,25 @@ impl<'a> Guest<'a> {
         &self.nic
     }
 
+    /// The packet and byte counters of the host-side interface in the
+    /// direction the guest's frames take (rx of a tap: QEMU writes them
+    /// into it; tx of a macvtap: it transmits them).
+    pub fn host_counters(&self) -> Result<(u64, u64)> {
+        let dir = match self.nic.kind {
+            NicKind::Tap => "rx",
+            NicKind::Macvtap => "tx",
+        };
+        let read = |what: &str| -> Result<u64> {
+            let path = format!("/sys/class/net/{}/statistics/{dir}_{what}", self.nic.ifname);
+            let out = self.topo.hv.run("cat", [&path])?;
+            out.stdout
+                .trim()
+                .parse()
+                .map_err(|_| Error::Other(format!("{path}: {:?}", out.stdout)))
+        };
+        Ok((read("packets")?, read("bytes")?))
+    }
+
     /// The host-side interface's name (what the policy names).
     pub fn ifname(&self) -> &str {
         &self.nic.ifname
@@ -451,10 +470,15 @@ fn qemu_command(
             cmd.args(["-netdev", "tap,id=n0,fd=3,vhost=off"])
         }
     };
-    // virtio-net's defaults: checksum offload and TSO on, both ways.
+    // virtio-net's defaults, said explicitly: the guest may hand the host
+    // frames with partial checksums (csum) and TCP super-frames (host_tso*),
+    // and takes them the other way (guest_*).
     cmd.args([
         "-device",
-        &format!("virtio-net-pci,netdev=n0,mac={}", nic.mac()),
+        &format!(
+            "virtio-net-pci,netdev=n0,mac={},csum=on,gso=on,host_tso4=on,host_tso6=on,guest_csum=on,guest_tso4=on,guest_tso6=on",
+            nic.mac()
+        ),
     ]);
     cmd
 }

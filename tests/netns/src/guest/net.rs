@@ -24,8 +24,16 @@
 //!   relay, and nothing of hv's routing is on its path: what leaves the
 //!   guest passes only the macvtap's transmit path and the veth.
 //!
-//! IPv6 follows the same plan (`fd77:0:(220+n)::/64`, `fd78:0:n::/64`,
-//! gateway `::1`, guest `::2`). DAD is off in the guest and on these links.
+//! IPv6 follows the same plan: `fd77:0:X::/64` with X the third IPv4 octet
+//! (so `fd77:0:dc::/64` for slot 0, hex), `fd78:0:n::/64`, gateway `::1`,
+//! guest `::2`. DAD is off in the guest and on these links.
+//!
+//! Why a macvtap's lower device leads straight into the internet namespace
+//! rather than through hv's routing: a macvtap in bridge mode hands its
+//! guest's frames to the lower device's transmit path, so a lower device in
+//! hv would have to be bridged or routed onward anyway; a veth into the
+//! internet namespace is the shortest path to the sink, and hv sees the
+//! guest's frames only where a real host does, on the macvtap.
 
 use std::{
     fs::File,
