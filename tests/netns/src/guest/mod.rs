@@ -19,153 +19,34 @@
 //!   same [`Nic`] is the VM started again: a new QEMU, a new interface.
 
 pub mod checks;
+pub mod image;
 pub mod net;
 pub mod port;
+pub mod qemu;
 
 use std::{
-    fs::File,
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Child, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
+pub use image::{
+    GUEST_DIR_ENV, GuestImage, INIT_FILE, INIT_SCRIPT, INITRAMFS_FILE, KERNEL_FILE,
+    VIRTIO_NET_MODULES,
+};
 pub use net::{Nic, NicKind};
 pub use port::Output;
+pub use qemu::{Accel, BootReport, KVM_DEADLINE, QEMU, TCG_DEADLINE};
 
 use crate::{
-    cmd::{self, describe},
+    cmd::describe,
     error::{Error, Result},
     names::TempDir,
     topology::Topology,
 };
-
-/// The guest's init (busybox sh), built into the initramfs by `cargo xtask
-/// guest`; it speaks the protocol of [`port`].
-pub const INIT_SCRIPT: &str = include_str!("../../../fixtures/guest_init.sh");
-
-/// The virtio-net modules, in the order the init loads them (those built
-/// into the kernel are left out of the image).
-pub const VIRTIO_NET_MODULES: [&str; 8] = [
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-];
-
-/// The environment variable naming the image directory.
-pub const GUEST_DIR_ENV: &str = "EGRESS_GUARD_GUEST_DIR";
-/// The kernel's file name in the image directory.
-pub const KERNEL_FILE: &str = "vmlinuz";
-/// The initramfs's file name in the image directory.
-pub const INITRAMFS_FILE: &str = "initramfs.cpio";
-/// A copy of the init the image was built with (to tell a stale image).
-pub const INIT_FILE: &str = "init";
-
-/// How long a KVM boot may take to reach the init's ready line before the
-/// harness gives up on KVM (Debian's kernels hang early under nested PVM).
-pub const KVM_DEADLINE: Duration = Duration::from_secs(15);
-/// How long a TCG boot may take (2 to 9 s on an idle-to-busy 2-core host).
-pub const TCG_DEADLINE: Duration = Duration::from_mins(2);
-
-/// The QEMU binary.
-pub const QEMU: &str = "qemu-system-x86_64";
-
-/// The kernel and initramfs of the test guest.
-#[derive(Debug, Clone)]
-pub struct GuestImage {
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
-}
-
-impl GuestImage {
-    /// The image in `$EGRESS_GUARD_GUEST_DIR`.
-    pub fn from_env() -> Result<Self> {
-        let dir = std::env::var_os(GUEST_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "{GUEST_DIR_ENV} is not set: the guest tests need the guest image; run them with `cargo xtask test`, or build it with `cargo xtask guest` and set {GUEST_DIR_ENV} to the directory it prints"
-                ))
-            })?;
-        Self::in_dir(Path::new(&dir))
-    }
-
-    /// The image in `dir`; an error when a part is missing or it was built
-    /// with another init than this crate's.
-    pub fn in_dir(dir: &Path) -> Result<Self> {
-        let image = Self {
-            kernel: dir.join(KERNEL_FILE),
-            initramfs: dir.join(INITRAMFS_FILE),
-        };
-        for part in [&image.kernel, &image.initramfs] {
-            if !part.is_file() {
-                return Err(Error::Other(format!(
-                    "the guest image in {} has no {}: build it with `cargo xtask guest`",
-                    dir.display(),
-                    part.display()
-                )));
-            }
-        }
-        let init = std::fs::read_to_string(dir.join(INIT_FILE)).unwrap_or_default();
-        if init != INIT_SCRIPT {
-            return Err(Error::Other(format!(
-                "the guest image in {} was built with another init than tests/fixtures/guest_init.sh: rebuild it with `cargo xtask guest`",
-                dir.display()
-            )));
-        }
-        Ok(image)
-    }
-}
-
-/// The accelerator a guest ran under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Kvm => "kvm",
-            Self::Tcg => "tcg",
-        }
-    }
-}
-
-/// How a guest booted.
-#[derive(Debug, Clone)]
-pub struct BootReport {
-    pub accel: Accel,
-    /// From QEMU's start to the init's ready line, under [`BootReport::accel`].
-    pub took: Duration,
-    /// Why KVM was not used, when it was not.
-    pub kvm: Option<String>,
-    /// The guest's kernel release.
-    pub kernel: String,
-}
-
-impl std::fmt::Display for BootReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "booted kernel {} under {} in {:.1} s",
-            self.kernel,
-            self.accel.name(),
-            self.took.as_secs_f64()
-        )?;
-        if let Some(why) = &self.kvm {
-            write!(f, " (kvm: {why})")?;
-        }
-        Ok(())
-    }
-}
+use qemu::{qemu_command, stop_qemu};
 
 /// Set once a KVM boot failed in this process: later boots use TCG at once.
 static KVM_FAILED: AtomicBool = AtomicBool::new(false);
@@ -408,87 +289,6 @@ impl Drop for Starting<'_> {
             if let Err(e) = remove_nic(self.topo, &self.nic) {
                 eprintln!("warning: after a failed boot: {e}");
             }
-        }
-    }
-}
-
-fn qemu_command(
-    topo: &Topology,
-    image: &GuestImage,
-    nic: &Nic,
-    accel: Accel,
-    console: &Path,
-    socket: &Path,
-    tap_fd: Option<&File>,
-) -> Command {
-    let mut cmd = topo.hv.nsenter(QEMU);
-    cmd.args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"])
-        .args(["-accel", accel.name(), "-m", "256", "-smp", "1"])
-        .arg("-kernel")
-        .arg(&image.kernel)
-        .arg("-initrd")
-        .arg(&image.initramfs)
-        .args([
-            "-append",
-            &format!("console=ttyS0 panic=-1 {}", nic.cmdline()),
-        ])
-        .args([
-            "-chardev",
-            &format!("file,id=con,path={}", console.display()),
-            "-serial",
-            "chardev:con",
-            "-chardev",
-            &format!("socket,id=cmd,path={}", socket.display()),
-            "-serial",
-            "chardev:cmd",
-        ]);
-    match tap_fd {
-        None => cmd.args([
-            "-netdev",
-            &format!(
-                "tap,id=n0,ifname={},script=no,downscript=no,vhost=off",
-                nic.ifname
-            ),
-        ]),
-        Some(file) => {
-            let fd = file.as_raw_fd();
-            // SAFETY: dup2 and fcntl are async-signal-safe and only touch the
-            // child's descriptor table; `fd` stays open in the parent until
-            // spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if fd == 3 {
-                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(fd, 3) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            cmd.args(["-netdev", "tap,id=n0,fd=3,vhost=off"])
-        }
-    };
-    // virtio-net's defaults, said explicitly: the guest may hand the host
-    // frames with partial checksums (csum) and TCP super-frames (host_tso*),
-    // and takes them the other way (guest_*).
-    cmd.args([
-        "-device",
-        &format!(
-            "virtio-net-pci,netdev=n0,mac={},csum=on,gso=on,host_tso4=on,host_tso6=on,guest_csum=on,guest_tso4=on,guest_tso6=on",
-            nic.mac()
-        ),
-    ]);
-    cmd
-}
-
-fn stop_qemu(qemu: &mut Child) {
-    if matches!(qemu.try_wait(), Ok(None)) {
-        cmd::signal(qemu.id(), libc::SIGTERM);
-        if !matches!(cmd::wait_within(qemu, Duration::from_secs(5)), Ok(Some(_))) {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
         }
     }
 }
