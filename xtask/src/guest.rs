@@ -76,10 +76,15 @@ pub fn ensure(ctx: &Ctx) -> Result<PathBuf> {
     });
     let _ = fs::remove_dir_all(&work);
     result?;
-    // Older images are of no use any more.
+    // Older images are of no use any more, nor scratch directories of
+    // builds whose process is gone (killed half-way).
     for entry in fs::read_dir(&root)?.flatten() {
-        let name = entry.file_name();
-        if name != key.as_str() && !name.to_string_lossy().starts_with(".build-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = match name.strip_prefix(".build-") {
+            Some(pid) => !Path::new("/proc").join(pid).exists(),
+            None => name != key,
+        };
+        if stale {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

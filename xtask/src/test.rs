@@ -130,7 +130,7 @@ pub fn run(args: &Args) -> Result<()> {
     // The guest tests' image (cached: a second run takes well under a
     // second). Without it they fail, saying so; they never skip.
     let mut guest_dir = None;
-    step("guest image (cargo xtask guest)", &mut || {
+    step("guest image", &mut || {
         guest_dir = Some(crate::guest::ensure(&ctx)?);
         Ok(())
     });
