@@ -1,5 +1,6 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`): lints, the agent's build,
-//! every test, and last the benchmarks' smoke run.
+//! the guest image (`cargo xtask guest`, cached), every test, and last the
+//! benchmarks' smoke run.
 
 use std::{
     io::{BufRead, BufReader},
@@ -126,10 +127,24 @@ pub fn run(args: &Args) -> Result<()> {
             Ok(())
         });
     }
+    // The guest tests' image (cached: a second run takes well under a
+    // second). Without it they fail, saying so; they never skip.
+    let mut guest_dir = None;
+    step("guest image", &mut || {
+        guest_dir = Some(crate::guest::ensure(&ctx)?);
+        Ok(())
+    });
     let mut counts = Counts::default();
     if built && let Some(bin) = &bin {
         step("tests", &mut || {
-            run_tests(&ctx, bin, upgrade.as_deref(), args, &mut counts)
+            run_tests(
+                &ctx,
+                bin,
+                upgrade.as_deref(),
+                guest_dir.as_deref(),
+                args,
+                &mut counts,
+            )
         });
     }
     if args.filter.is_none() {
@@ -157,6 +172,18 @@ pub fn run(args: &Args) -> Result<()> {
             }),
         }
     }
+    note_skipped(&mut steps, args, built);
+
+    let failed = summary(&steps, bin.as_deref(), &counts, started.elapsed());
+    if failed > 0 {
+        bail!("{failed} step(s) failed");
+    }
+    Ok(())
+}
+
+/// Adds the steps left out (lints, or the tests when the agent did not
+/// build) to the summary.
+fn note_skipped(steps: &mut Vec<Step>, args: &Args, built: bool) {
     if args.no_lint {
         steps.insert(
             0,
@@ -174,12 +201,6 @@ pub fn run(args: &Args) -> Result<()> {
             took: Duration::ZERO,
         });
     }
-
-    let failed = summary(&steps, bin.as_deref(), &counts, started.elapsed());
-    if failed > 0 {
-        bail!("{failed} step(s) failed");
-    }
-    Ok(())
 }
 
 const SMOKE: &str = "benchmark smoke";
@@ -335,6 +356,7 @@ fn run_tests(
     ctx: &Ctx,
     bin: &std::path::Path,
     upgrade: Option<&std::path::Path>,
+    guest_dir: Option<&std::path::Path>,
     args: &Args,
     counts: &mut Counts,
 ) -> Result<()> {
@@ -342,6 +364,14 @@ fn run_tests(
     cmd.arg("test").env("EGRESS_GUARD_BIN", bin);
     if let Some(upgrade) = upgrade {
         cmd.env("EGRESS_GUARD_BIN_UPGRADE", upgrade);
+    }
+    if let Some(dir) = guest_dir {
+        cmd.env(egress_guard_netns::guest::GUEST_DIR_ENV, dir);
+        println!(
+            "==> {}={}",
+            egress_guard_netns::guest::GUEST_DIR_ENV,
+            dir.display()
+        );
     }
     if args.filter.is_some() || !args.passthrough.is_empty() {
         cmd.arg("--");

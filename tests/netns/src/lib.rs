@@ -21,6 +21,9 @@
 //!   [`FrameCapture`]: every frame that arrives on an interface, whole.
 //! - [`PolicyBuilder`]: policy files from VM roles, the one place that
 //!   spells the policy's YAML for the tests, the demo and the benchmarks.
+//! - [`Guest`]: a real guest (QEMU, Debian's kernel, busybox, virtio-net) on
+//!   a tap or a macvtap in the hypervisor namespace, running the checks a
+//!   test asks for over its serial command port.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -32,6 +35,7 @@ pub mod bpf;
 pub mod capture;
 pub mod cmd;
 pub mod error;
+pub mod guest;
 pub mod http;
 pub mod names;
 pub mod netns;
@@ -46,6 +50,7 @@ pub use agent::{Agent, agent_bin, held_back_packets, vm_entry};
 pub use bpf::{AttachWatch, Attachments, ProgInfo, attachments};
 pub use capture::{FrameCapture, Frames, segment_in_software};
 pub use error::{Error, Result};
+pub use guest::{Guest, GuestImage, Nic, NicKind};
 pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
 pub use policy::{PolicyBuilder, Role};
