@@ -289,8 +289,19 @@ impl Report {
             bulk.host_frames,
             bulk.mean_frame()
         );
-        // TSO on: the guest's frames reach the host as super-frames.
-        if bulk.intact() && bulk.sent.0 == u64::from(BULK_MIB) << 20 && bulk.mean_frame() > 1514 {
+        // Whether the guest's TCP made super-frames (TSO) depends on how
+        // fast the TCG guest writes, which a busy host changes (seen: 8,210
+        // bytes a frame on average idle, 1,095 under load): it is said, not
+        // judged. The device tests hold GSO super-frames to the verdicts.
+        let line = format!(
+            "{line} ({})",
+            if bulk.mean_frame() > 1514 {
+                "TSO super-frames reached the host"
+            } else {
+                "no TSO super-frames this time"
+            }
+        );
+        if bulk.intact() && bulk.sent.0 == u64::from(BULK_MIB) << 20 {
             self.line(&format!("  ok     {line}"));
         } else {
             self.line(&format!(
