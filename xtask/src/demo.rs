@@ -22,7 +22,7 @@ use egress_guard_netns::{
 };
 use serde_json::Value;
 
-use crate::{setup, signals, test::build_agent};
+use crate::{build::build_agent, setup, signals};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -19,6 +19,7 @@
 //! there, since installing that toolchain is its first job.
 
 mod bench;
+mod build;
 mod ctx;
 mod demo;
 mod demo_vm;
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
 /// `cargo xtask build`: set-up, then the agent.
 fn build(release: bool) -> anyhow::Result<()> {
     let ctx = setup::run(&setup::Args::default())?;
-    let bin = test::build_agent(&ctx, release)?;
+    let bin = build::build_agent(&ctx, release)?;
     println!("built: {}", bin.display());
     Ok(())
 }
