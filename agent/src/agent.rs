@@ -168,6 +168,40 @@ pub enum Reload {
     Rejected,
 }
 
+/// Reading the policy file again, off the event loop: everything it needs,
+/// owned.
+#[derive(Debug)]
+pub struct ReloadJob {
+    path: PathBuf,
+    limits: policy::Limits,
+    /// The policy in force, to compare with; none to read the file whole.
+    base: Option<policy::Base>,
+    /// The bytes already read, for a second job that reads them whole.
+    bytes: Option<Vec<u8>>,
+}
+
+impl ReloadJob {
+    /// Reads the file within the limits (never blocking on a FIFO, never
+    /// past the size cap) and compares it with the policy in force, reading
+    /// it whole unless only a few VMs changed. Time linear in the file's
+    /// size, memory bounded by the limits.
+    pub fn run(self) -> Result<policy::Prepared, PolicyError> {
+        let bytes = match self.bytes {
+            Some(bytes) => bytes,
+            None => policy::read(&self.path, self.limits)?,
+        };
+        Ok(policy::prepare(&self.path, bytes, self.base.as_ref()))
+    }
+}
+
+/// What [`Agent::reloaded`] leads to.
+#[derive(Debug)]
+pub enum ReloadStep {
+    Done(Reload),
+    /// Run this job too, and hand its result to [`Agent::reloaded`].
+    ReadWhole(ReloadJob),
+}
+
 /// What a link event asks of the run loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AfterLinkEvent {
@@ -190,6 +224,8 @@ pub struct Agent {
     /// The sha256 of the copy of the policy in the state directory.
     copied: Option<String>,
     policy_path: PathBuf,
+    /// The bounds on reading the policy file.
+    limits: policy::Limits,
     policy: Policy,
     /// The policy's verdicts, compact, for the reconcile, the per-interface
     /// fast path and the next time-driven change.
@@ -232,8 +268,13 @@ impl Agent {
     /// opened, new ones are made unpinned). Nothing is written to the pin
     /// directory until the policy is known to be valid: an invalid one
     /// drops what was loaded, and the kernel keeps nothing of it.
-    pub fn start(policy_path: &Path, pins: PinDir, states: StateDir) -> Result<Self, AgentError> {
-        let bytes = policy::read(policy_path)?;
+    pub fn start(
+        policy_path: &Path,
+        limits: policy::Limits,
+        pins: PinDir,
+        states: StateDir,
+    ) -> Result<Self, AgentError> {
+        let bytes = policy::read(policy_path, limits)?;
         let lock = match states.lock() {
             Ok(lock) => lock,
             // Another agent: an invalid policy is still said first.
@@ -280,6 +321,7 @@ impl Agent {
             saved: Vec::new(),
             copied: None,
             policy_path: policy_path.to_owned(),
+            limits,
             policy,
             verdicts: None,
             stale: true,
@@ -406,35 +448,77 @@ impl Agent {
     }
 
     /// Reads the policy file again and, if it holds a new valid policy,
-    /// applies it. An invalid file is reported (each diagnostic logged, and
-    /// recorded for `status`) and the policy in force stays. When only VMs
-    /// changed, only those are read ([`Policy::update`]).
+    /// applies it: [`Agent::reload_job`] run here, then
+    /// [`Agent::reloaded`]. The run loop runs the job on another thread
+    /// instead, so that nothing a file holds can stall it.
     pub async fn reload(&mut self, now: DateTime<Utc>) -> Result<Reload, AgentError> {
         let began = Instant::now();
-        let bytes = match std::fs::read(&self.policy_path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
+        let mut job = self.reload_job();
+        loop {
+            match self.reloaded(job.run(), began, now).await? {
+                ReloadStep::Done(reload) => return Ok(reload),
+                ReloadStep::ReadWhole(again) => job = again,
+            }
+        }
+    }
+
+    /// What reading the policy file again takes, to run anywhere
+    /// ([`ReloadJob::run`]): the file is read within the limits and
+    /// compared with the policy in force, and read whole unless only a few
+    /// VMs changed.
+    pub fn reload_job(&self) -> ReloadJob {
+        let rejected = self.state.rejected.as_ref().map(|r| r.hash.as_str());
+        ReloadJob {
+            path: self.policy_path.clone(),
+            limits: self.limits,
+            base: Some(self.policy.base(rejected)),
+            bytes: None,
+        }
+    }
+
+    /// Applies what a [`ReloadJob`] found: a new valid policy is put in
+    /// force; an invalid file is reported (each diagnostic logged, and
+    /// recorded for `status`) and the policy in force stays. A change that
+    /// cannot be put in place here asks for a job that reads the file
+    /// whole. `began` is when the first job started.
+    pub async fn reloaded(
+        &mut self,
+        read: Result<policy::Prepared, PolicyError>,
+        began: Instant,
+        now: DateTime<Utc>,
+    ) -> Result<ReloadStep, AgentError> {
+        let prepared = match read {
+            Ok(prepared) => prepared,
+            Err(PolicyError::Io { path, source }) => {
                 // Deleted and not yet re-created, or unreadable: keep going.
                 warn!(
-                    path = %self.policy_path.display(),
-                    error = %e,
+                    path = %path.display(),
+                    error = %source,
                     "cannot read the policy file; the policy in force stays"
                 );
-                return Ok(Reload::Unchanged);
+                return Ok(ReloadStep::Done(Reload::Unchanged));
             }
+            // Refused before it was read (not a regular file, too large).
+            Err(error) => policy::Prepared::Whole {
+                hash: String::new(),
+                result: Err(error),
+            },
         };
-        let hash = policy::sha256_hex(&bytes);
-        if hash == self.policy.hash {
-            if self.state.rejected.take().is_some() {
-                self.save()?;
+        match self.policy.apply(prepared) {
+            policy::Applied::InForce => {
+                if self.state.rejected.take().is_some() {
+                    self.save()?;
+                }
+                Ok(ReloadStep::Done(Reload::Unchanged))
             }
-            return Ok(Reload::Unchanged);
-        }
-        if self.state.rejected.as_ref().is_some_and(|r| r.hash == hash) {
-            return Ok(Reload::Unchanged);
-        }
-        match self.policy.update(&self.policy_path, bytes, hash.clone()) {
-            Ok(change) => {
+            policy::Applied::Rejected => Ok(ReloadStep::Done(Reload::Unchanged)),
+            policy::Applied::ReadWhole { bytes, hash: _ } => Ok(ReloadStep::ReadWhole(ReloadJob {
+                path: self.policy_path.clone(),
+                limits: self.limits,
+                base: None,
+                bytes: Some(bytes),
+            })),
+            policy::Applied::Changed { hash, change } => {
                 info!(
                     path = %self.policy_path.display(),
                     sha256 = %hash,
@@ -450,30 +534,40 @@ impl Agent {
                 let mut done = self.reconcile(now).await?;
                 done.took = began.elapsed();
                 self.stats.reloads += 1;
-                Ok(Reload::Applied {
+                Ok(ReloadStep::Done(Reload::Applied {
                     generation: self.state.policy.as_ref().map_or(0, |p| p.generation),
                     done,
-                })
+                }))
             }
-            Err(e) => {
-                let errors = e.to_string();
-                for line in errors.lines() {
-                    error!(
-                        diagnostic = line,
-                        "policy rejected; the policy in force stays"
-                    );
-                }
-                self.stats.reload_failures += 1;
-                self.state.rejected = Some(RejectedPolicy {
-                    path: self.policy_path.clone(),
-                    hash,
-                    at: now,
-                    errors,
-                });
-                self.save()?;
-                Ok(Reload::Rejected)
+            policy::Applied::Invalid { hash, error } => {
+                self.reject(hash, &error.to_string(), now)?;
+                Ok(ReloadStep::Done(Reload::Rejected))
             }
         }
+    }
+
+    /// Records a rejected version of the file (its hash, empty when it was
+    /// not read) and logs its errors; the policy in force stays.
+    pub fn reject(
+        &mut self,
+        hash: String,
+        errors: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), AgentError> {
+        for line in errors.lines() {
+            error!(
+                diagnostic = line,
+                "policy rejected; the policy in force stays"
+            );
+        }
+        self.stats.reload_failures += 1;
+        self.state.rejected = Some(RejectedPolicy {
+            path: self.policy_path.clone(),
+            hash,
+            at: now,
+            errors: errors.to_owned(),
+        });
+        self.save()
     }
 
     /// Handles one rtnetlink event at once, without a full reconcile: a

@@ -27,14 +27,16 @@ impl CheckError {
     }
 }
 
-/// Writes the verdicts of the policy at `path` at time `at` to `out`.
+/// Writes the verdicts of the policy at `path` (read within `limits`) at
+/// time `at` to `out`.
 pub fn check(
     path: &Path,
+    limits: policy::Limits,
     at: DateTime<Utc>,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CheckError> {
-    let policy = policy::load(path)?;
+    let policy = policy::load(path, limits)?;
     let no_observations = HashMap::new();
     let facts = policy::Facts {
         now: at,

@@ -25,6 +25,7 @@
 //! file be read VM by VM ([`super::update`]).
 
 use super::{
+    limits::MAX_SCALAR,
     raw::{Field, RawPolicy, RawVm},
     stream,
 };
@@ -296,11 +297,13 @@ fn list(value: &str) -> Option<Vec<Field>> {
 /// `null`, `Null`, `NULL` and `~` are null. Quoted ones have no escape.
 fn scalar(text: &str, in_list: bool) -> Option<(Field, &str)> {
     let bytes = text.as_bytes();
-    match bytes.first()? {
+    let (field, rest) = match bytes.first()? {
         b'"' => {
             let close = text[1..].find(['"', '\\'])? + 1;
-            (bytes[close] == b'"')
-                .then(|| (Field::Text(text[1..close].to_owned()), &text[close + 1..]))
+            if bytes[close] != b'"' {
+                return None;
+            }
+            (Field::Text(text[1..close].to_owned()), &text[close + 1..])
         }
         b'\'' => {
             let close = text[1..].find('\'')? + 1;
@@ -308,7 +311,7 @@ fn scalar(text: &str, in_list: bool) -> Option<(Field, &str)> {
                 // `''` is a quote inside.
                 return None;
             }
-            Some((Field::Text(text[1..close].to_owned()), &text[close + 1..]))
+            (Field::Text(text[1..close].to_owned()), &text[close + 1..])
         }
         first => {
             let stops: &[u8] = if in_list { b" ,]" } else { b" " };
@@ -329,7 +332,12 @@ fn scalar(text: &str, in_list: bool) -> Option<(Field, &str)> {
             if !starts_well || !word.bytes().all(|b| safe(&b)) || word.ends_with(':') {
                 return None;
             }
-            Some((Field::Text(word.to_owned()), &text[len..]))
+            (Field::Text(word.to_owned()), &text[len..])
         }
+    };
+    // A value beyond the bound: the other readers say so.
+    match &field {
+        Field::Text(t) if t.len() > MAX_SCALAR => None,
+        _ => Some((field, rest)),
     }
 }

@@ -17,6 +17,7 @@
 //! found again when it is asked for ([`Policy::decide`]).
 
 mod fast;
+pub mod limits;
 mod locate;
 mod model;
 mod offers;
@@ -38,12 +39,13 @@ use std::{
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use limits::{DEFAULT_MAX_POLICY_BYTES, Limits};
 pub use model::{
     Action, DEFAULT_CUTOFF, DEFAULT_PORTS, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS,
     Mode, Offer, Policy, Restricted, Subscription, Verdict, Vm,
 };
 pub use offers::BUILTIN_OFFERS;
-pub use update::Change;
+pub use update::{Applied, Base, Change, MAX_SPLICE, Prepared, prepare};
 pub use validate::{MAX_IFNAME, check_ifname, parse_date, parse_prefix, parse_time};
 pub use verdict::{
     Desired, Enforced, Facts, InterfaceVerdict, Reason, Restriction, Since, UNKNOWN_INTERFACE_CODE,
@@ -101,18 +103,16 @@ impl PolicyError {
     }
 }
 
-/// Reads and validates the policy at `path`. Messages name the file as
-/// `path` is given.
-pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    from_vec(path, read(path)?)
+/// Reads and validates the policy at `path`, within `limits`. Messages
+/// name the file as `path` is given.
+pub fn load(path: &Path, limits: Limits) -> Result<Policy, PolicyError> {
+    from_vec(path, read(path, limits)?)
 }
 
-/// The bytes of the policy file at `path`.
-pub fn read(path: &Path) -> Result<Vec<u8>, PolicyError> {
-    std::fs::read(path).map_err(|source| PolicyError::Io {
-        path: path.to_owned(),
-        source,
-    })
+/// The bytes of the policy file at `path`: a regular file within the size
+/// cap ([`limits::read`]).
+pub fn read(path: &Path, limits: Limits) -> Result<Vec<u8>, PolicyError> {
+    limits::read(path, limits)
 }
 
 /// Parses a policy file's bytes, already read from `path` (which is only
@@ -140,7 +140,7 @@ fn from_vec_hashed(
     let text =
         String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes(), &e.utf8_error()))?;
     let (mut policy, layout) = parse_text(&path.display().to_string(), &text, hash)?;
-    policy.source = Some(update::Source { text, layout });
+    policy.source = Some(std::sync::Arc::new(update::Source { text, layout }));
     Ok(policy)
 }
 
@@ -192,7 +192,8 @@ fn parse_text(
     }
     // The line reader for plainly written VMs; the streaming reader for any
     // other well-formed file; serde_norway's own (which holds the whole
-    // document) for its precise errors otherwise. Each starts afresh.
+    // document) for its precise errors otherwise, once the file is known to
+    // be within the structural bounds. Each starts afresh.
     let mut validator = validate::Validator::new();
     let mut layout = None;
     let raw = if let Some((raw, found)) = fast::read(text, &mut |i, vm| validator.vm(i, vm)) {
@@ -202,7 +203,9 @@ fn parse_text(
         validator = validate::Validator::new();
         match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
             Some(raw) => raw,
-            None => match serde_norway::from_str::<raw::RawPolicy>(text) {
+            None => match guarded(text, diagnostic)
+                .map(|()| serde_norway::from_str::<raw::RawPolicy>(text))?
+            {
                 Ok(raw) => {
                     validator = validate::Validator::new();
                     raw
@@ -212,7 +215,7 @@ fn parse_text(
         }
     };
     let hash = hash.unwrap_or_else(|| sha256_hex(text.as_bytes()));
-    let policy = validator.finish(raw, hash).map_err(|issues| {
+    let policy = validator.finish(raw, hash).map_err(|(issues, dropped)| {
         let mut locs: Vec<&locate::Loc> = Vec::with_capacity(issues.len() * 2);
         for issue in &issues {
             locs.push(&issue.at);
@@ -236,12 +239,13 @@ fn parse_text(
             })
             .collect();
         found.sort_by_key(|(pos, _)| *pos);
-        PolicyError::Invalid(
+        PolicyError::Invalid(limits::cap_counted(
             found
                 .into_iter()
                 .map(|(pos, message)| diagnostic(pos, message))
                 .collect(),
-        )
+            dropped,
+        ))
     })?;
     Ok((policy, layout))
 }
@@ -281,7 +285,36 @@ fn serde_failed(
         out.push((pos, message));
     }
     out.sort_by_key(|(pos, _)| *pos);
-    out.into_iter().map(|(p, m)| diagnostic(p, m)).collect()
+    limits::cap(out.into_iter().map(|(p, m)| diagnostic(p, m)).collect())
+}
+
+/// `Ok` when `text` is within the structural bounds, else every breach.
+/// A syntax error is reported here too (with every duplicate key and
+/// unknown field before it): serde_norway's parser never sees a file that
+/// the event parser could not read to its end.
+fn guarded(
+    text: &str,
+    diagnostic: impl Fn(locate::Pos, String) -> Diagnostic,
+) -> Result<(), PolicyError> {
+    let found = limits::guard(text);
+    let found: Vec<Diagnostic> = if !found.breaches.is_empty() {
+        found
+            .breaches
+            .into_iter()
+            .map(|b| diagnostic(b.pos, b.message))
+            .collect()
+    } else if found.syntax_error {
+        locate::lint(text)
+            .into_iter()
+            .map(|f| diagnostic(f.pos, f.message))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(PolicyError::Invalid(limits::cap(found)))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -8,24 +8,24 @@
 //! Each VM goes on to validation as soon as it is read.
 //!
 //! Anything unusual (a syntax error, a duplicate or unknown key, a value of
-//! the wrong shape, an alias to an unknown anchor, very deep nesting) gives
-//! `None`, and the caller reads the file with `serde_norway::from_str`, whose
-//! errors carry their positions.
-
-use std::collections::HashMap;
+//! the wrong shape) gives `None`, and the caller reads the file with
+//! `serde_norway::from_str`, whose errors carry their positions. So does
+//! anything beyond the bounds ([`super::limits`]: an alias, a tag that is
+//! not the core schema's, a scalar too long, nesting too deep), which the
+//! caller then reports before serde_norway sees the file. Nothing is ever
+//! copied: with no aliases, a node is read once.
 
 use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
 use serde::de::DeserializeOwned;
 use serde_norway::{Mapping, Value, from_value};
 
-use super::raw::{Field, RawPolicy, RawVm};
-
-/// Deeper than this, leave it to serde_norway (and its recursion limit).
-const MAX_DEPTH: usize = 64;
+use super::{
+    limits::{MAX_DEPTH, MAX_SCALAR, core_tag},
+    raw::{Field, RawPolicy, RawVm},
+};
 
 struct Events<'a> {
     parser: Parser<'a, StrInput<'a>>,
-    anchors: HashMap<usize, Value>,
 }
 
 impl<'a> Events<'a> {
@@ -38,15 +38,19 @@ impl<'a> Events<'a> {
 
     /// The node that starts with `first`, as a value.
     fn value(&mut self, first: Event<'a>, depth: usize) -> Option<Value> {
-        if depth > MAX_DEPTH {
+        // `depth` counts the collections around this node.
+        if depth >= MAX_DEPTH {
             return None;
         }
-        let (value, anchor) = match first {
-            Event::Scalar(text, style, anchor, tag) => {
+        let value = match first {
+            Event::Scalar(text, style, _, tag) => {
+                if text.len() > MAX_SCALAR || tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
                 let null = style == ScalarStyle::Plain
                     && tag.is_none()
                     && matches!(&*text, "" | "~" | "null" | "Null" | "NULL");
-                let value = if null {
+                if null {
                     Value::Null
                 } else {
                     // The scanner's buffer can be several times the text:
@@ -54,10 +58,12 @@ impl<'a> Events<'a> {
                     let mut text = text.into_owned();
                     text.shrink_to_fit();
                     Value::String(text)
-                };
-                (value, anchor)
+                }
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(_, tag) => {
+                if tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
                 let mut items = Vec::new();
                 loop {
                     match self.next()? {
@@ -65,9 +71,12 @@ impl<'a> Events<'a> {
                         e => items.push(self.value(e, depth + 1)?),
                     }
                 }
-                (Value::Sequence(items), anchor)
+                Value::Sequence(items)
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(_, tag) => {
+                if tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
                 let mut map = Mapping::new();
                 loop {
                     let key = match self.next()? {
@@ -81,14 +90,10 @@ impl<'a> Events<'a> {
                     let value = self.value(first, depth + 1)?;
                     map.insert(key, value);
                 }
-                (Value::Mapping(map), anchor)
+                Value::Mapping(map)
             }
-            Event::Alias(id) => return self.anchors.get(&id).cloned(),
             _ => return None,
         };
-        if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
-        }
         Some(value)
     }
 
@@ -102,7 +107,7 @@ impl<'a> Events<'a> {
     /// handed to `each` with their index.
     fn each<T: DeserializeOwned>(&mut self, each: &mut dyn FnMut(usize, T)) -> Option<()> {
         match self.next()? {
-            Event::SequenceStart(0, _) => {
+            Event::SequenceStart(0, None) => {
                 for i in 0.. {
                     match self.next()? {
                         Event::SequenceEnd => break,
@@ -144,7 +149,6 @@ pub fn read_part(
 ) -> Option<()> {
     let mut events = Events {
         parser: Parser::new_from_str(text),
-        anchors: HashMap::new(),
     };
     if !matches!(events.next()?, Event::StreamStart) {
         return None;
@@ -160,7 +164,7 @@ pub fn read_part(
     loop {
         let key = match events.next()? {
             Event::MappingEnd => break,
-            Event::Scalar(key, ..) => key,
+            Event::Scalar(key, _, _, None) => key,
             _ => return None,
         };
         if seen.iter().any(|k| *k == key) {

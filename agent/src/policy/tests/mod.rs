@@ -1,8 +1,10 @@
 //! Tests of the policy engine: rules, validation messages, the example
 //! policy, reports.
 
+mod alloc;
 mod example;
 mod fast;
+mod hostile;
 mod report;
 mod scale;
 mod stream;
