@@ -33,6 +33,11 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_SCALAR: usize = 1024;
 /// The longest VM name, subscription id or offer name, in bytes.
 pub const MAX_NAME: usize = 253;
+/// The largest file handed to serde_norway's own reader, for its precise
+/// messages about a value of the wrong shape: it holds about twenty times
+/// the file. A larger file that the streaming reader cannot read gets the
+/// lint's messages, or one that says where the streaming reader stopped.
+pub const MAX_SERDE_BYTES: usize = 8 << 20;
 /// The most diagnostics reported for one file.
 pub const MAX_ERRORS: usize = 50;
 

@@ -202,16 +202,24 @@ fn parse_text(
     } else {
         validator = validate::Validator::new();
         match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
-            Some(raw) => raw,
-            None => match guarded(text, diagnostic)
-                .map(|()| serde_norway::from_str::<raw::RawPolicy>(text))?
-            {
-                Ok(raw) => {
-                    validator = validate::Validator::new();
-                    raw
+            Ok(raw) => raw,
+            Err(stopped) => {
+                guarded(text, diagnostic)?;
+                if text.len() > limits::MAX_SERDE_BYTES {
+                    return Err(PolicyError::Invalid(too_large_for_serde(
+                        text, stopped, diagnostic,
+                    )));
                 }
-                Err(e) => return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic))),
-            },
+                match serde_norway::from_str::<raw::RawPolicy>(text) {
+                    Ok(raw) => {
+                        validator = validate::Validator::new();
+                        raw
+                    }
+                    Err(e) => {
+                        return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic)));
+                    }
+                }
+            }
         }
     };
     let hash = hash.unwrap_or_else(|| sha256_hex(text.as_bytes()));
@@ -286,6 +294,33 @@ fn serde_failed(
     }
     out.sort_by_key(|(pos, _)| *pos);
     limits::cap(out.into_iter().map(|(p, m)| diagnostic(p, m)).collect())
+}
+
+/// A file too large for serde_norway's reader (which holds about twenty
+/// times the file) that the streaming reader could not read: every
+/// duplicate key, unknown field and extra document in it, or, when there
+/// is none, where the streaming reader stopped.
+fn too_large_for_serde(
+    text: &str,
+    stopped: locate::Pos,
+    diagnostic: impl Fn(locate::Pos, String) -> Diagnostic,
+) -> Vec<Diagnostic> {
+    let found = locate::lint(text);
+    if !found.is_empty() {
+        return limits::cap(
+            found
+                .into_iter()
+                .map(|f| diagnostic(f.pos, f.message))
+                .collect(),
+        );
+    }
+    vec![diagnostic(
+        stopped,
+        format!(
+            "this is not a policy's structure (a value of the wrong shape, or a null where a mapping or list belongs); the file is over {} bytes, too large for a more precise message: check the part from here",
+            limits::MAX_SERDE_BYTES
+        ),
+    )]
 }
 
 /// `Ok` when `text` is within the structural bounds, else every breach.

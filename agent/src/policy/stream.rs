@@ -15,24 +15,53 @@
 //! caller then reports before serde_norway sees the file. Nothing is ever
 //! copied: with no aliases, a node is read once.
 
-use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, StrInput};
 use serde::de::DeserializeOwned;
 use serde_norway::{Mapping, Value, from_value};
 
 use super::{
     limits::{MAX_DEPTH, MAX_SCALAR, core_tag},
+    locate::Pos,
     raw::{Field, RawPolicy, RawVm},
 };
 
 struct Events<'a> {
     parser: Parser<'a, StrInput<'a>>,
+    /// Where the last event read starts.
+    last: Marker,
+    /// Where the section or item being read starts.
+    node: Option<Marker>,
 }
 
 impl<'a> Events<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            parser: Parser::new_from_str(text),
+            last: Marker::new(0, 1, 0),
+            node: None,
+        }
+    }
+
     fn next(&mut self) -> Option<Event<'a>> {
         match self.parser.next_event() {
-            Some(Ok((event, _))) => Some(event),
-            Some(Err(_)) | None => None,
+            Some(Ok((event, span))) => {
+                self.last = span.start;
+                Some(event)
+            }
+            Some(Err(e)) => {
+                self.last = *e.marker();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Where reading stopped: the start of the section or item it was in.
+    fn stopped(&self) -> Pos {
+        let at = self.node.unwrap_or(self.last);
+        Pos {
+            line: at.line().max(1),
+            column: at.col() + 1,
         }
     }
 
@@ -100,6 +129,7 @@ impl<'a> Events<'a> {
     /// The next node, deserialised.
     fn read<T: DeserializeOwned>(&mut self) -> Option<T> {
         let first = self.next()?;
+        self.node = Some(self.last);
         from_value(self.value(first, 1)?).ok()
     }
 
@@ -111,11 +141,15 @@ impl<'a> Events<'a> {
                 for i in 0.. {
                     match self.next()? {
                         Event::SequenceEnd => break,
-                        e => each(i, from_value(self.value(e, 2)?).ok()?),
+                        e => {
+                            self.node = Some(self.last);
+                            each(i, from_value(self.value(e, 2)?).ok()?);
+                        }
                     }
                 }
             }
             e => {
+                self.node = Some(self.last);
                 let items: Option<Vec<T>> = from_value(self.value(e, 1)?).ok()?;
                 for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
                     each(i, item);
@@ -127,13 +161,17 @@ impl<'a> Events<'a> {
 }
 
 /// The file as serde reads it, but for its VMs, which go to `vm` one at a
-/// time with their index; or `None` to read it with serde_norway's own
-/// parser (some VMs may have gone to `vm` already).
-pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<RawPolicy> {
+/// time with their index; or where it stopped (the start of the section or
+/// item it was reading), to read it with serde_norway's own parser (some
+/// VMs may have gone to `vm` already).
+pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Result<RawPolicy, Pos> {
     let mut raw = RawPolicy::default();
     let mut seen: Vec<String> = Vec::new();
-    read_part(text, false, &mut raw, &mut seen, vm)?;
-    Some(raw)
+    let mut events = Events::new(text);
+    match read_events(&mut events, false, &mut raw, &mut seen, vm) {
+        Some(()) => Ok(raw),
+        None => Err(events.stopped()),
+    }
 }
 
 /// Reads the top-level mapping of `text` (a whole file, or a part of one
@@ -147,9 +185,16 @@ pub fn read_part(
     seen: &mut Vec<String>,
     vm: &mut dyn FnMut(usize, RawVm),
 ) -> Option<()> {
-    let mut events = Events {
-        parser: Parser::new_from_str(text),
-    };
+    read_events(&mut Events::new(text), may_be_empty, raw, seen, vm)
+}
+
+fn read_events(
+    events: &mut Events<'_>,
+    may_be_empty: bool,
+    raw: &mut RawPolicy,
+    seen: &mut Vec<String>,
+    vm: &mut dyn FnMut(usize, RawVm),
+) -> Option<()> {
     if !matches!(events.next()?, Event::StreamStart) {
         return None;
     }

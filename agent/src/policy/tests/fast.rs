@@ -64,7 +64,7 @@ fn fast_read(text: &str) -> Option<String> {
 
 /// What the other readers read, if one does.
 fn reference(text: &str) -> Option<String> {
-    with_vms(|vm| stream::read(text, vm)).or_else(|| {
+    with_vms(|vm| stream::read(text, vm).ok()).or_else(|| {
         serde_norway::from_str::<RawPolicy>(text)
             .ok()
             .map(|raw| format!("{raw:?}"))

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::policy::{
     self, Limits, PolicyError,
-    limits::{MAX_DEPTH, MAX_ERRORS, MAX_NAME, MAX_SCALAR},
+    limits::{MAX_DEPTH, MAX_ERRORS, MAX_NAME, MAX_SCALAR, MAX_SERDE_BYTES},
     parse,
 };
 
@@ -387,4 +387,31 @@ fn files_are_read_up_to_the_size_cap() {
     };
     assert!(policy::load(&path, limits).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_large_file_of_the_wrong_shape_is_not_handed_to_serde_norway() {
+    // Over MAX_SERDE_BYTES, a file the streaming reader stops in gets the
+    // lint's messages, or where the streaming reader stopped: never
+    // serde_norway's reading, which holds about twenty times the file.
+    let vms = &super::scale::big_policy(80_000)["version: 1\n".len()..];
+    assert!(vms.len() > MAX_SERDE_BYTES, "{}", vms.len());
+    let text = format!("version: 1\nversion: 1\n{vms}");
+    let e = hostile(&text, Duration::from_secs(30), 64 << 20);
+    assert_eq!(e, ["p.yaml:2:1: duplicate key `version` (first at line 1)"]);
+    let text = format!("version: [1]\n{vms}");
+    let e = hostile(&text, Duration::from_secs(30), 64 << 20);
+    assert_eq!(
+        e,
+        [format!(
+            "p.yaml:1:10: this is not a policy's structure (a value of the wrong shape, or a null where a mapping or list belongs); the file is over {MAX_SERDE_BYTES} bytes, too large for a more precise message: check the part from here"
+        )]
+    );
+    // Smaller, serde_norway says exactly what is wrong.
+    assert_eq!(
+        errors("version: 1\nenforcement: [1]\n"),
+        [
+            "p.yaml:2:14: enforcement: invalid type: sequence, expected the enforcement settings: a mapping with ports, action, mode, hook, attach, unknown, allow_destinations and cutoff"
+        ]
+    );
 }

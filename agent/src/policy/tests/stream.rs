@@ -9,7 +9,7 @@ const EXAMPLE: &str = include_str!("../../../../deploy/policy.example.yaml");
 /// What the streaming reader reads, VMs put back in place.
 fn streamed(text: &str) -> Option<RawPolicy> {
     let mut vms = Vec::new();
-    let mut raw = stream::read(text, &mut |i, vm| vms.push((i, vm)))?;
+    let mut raw = stream::read(text, &mut |i, vm| vms.push((i, vm))).ok()?;
     for (n, (i, _)) in vms.iter().enumerate() {
         assert_eq!(n, *i);
     }
