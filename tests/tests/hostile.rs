@@ -1,0 +1,459 @@
+//! Hostile policy files fed to a running agent (issue 13): while the agent
+//! reads each one (a FIFO no one writes, an alias bomb, nesting 60,000
+//! deep, a symlink to /dev/zero), a VM interface created meanwhile that
+//! only an `attach` glob covers (`unknown: block`) is enforced at once and
+//! none of its SYNs to port 25 escapes; `/healthz` answers; the policy in
+//! force stays, and `status` says why the file was refused. The agent's
+//! peak memory stays small. And `check` on each: a clear error, at once.
+//!
+//! The capture that judges "none escaped" is checked too: the SYNs of an
+//! allowed VM sent at the same time must arrive. Needs root.
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use egress_guard_tests::netns::{
+    Agent, SynCapture, SynStream, TempDir, Topology, agent_bin, http, require_root,
+    topology::SINK_V4,
+};
+
+const METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9725);
+/// SYNs a second from each VM.
+const RATE: u32 = 100;
+/// How long each new VM sends.
+const SENDING: Duration = Duration::from_millis(1500);
+/// `/healthz` must answer within this, every time.
+const HEALTHZ_WITHIN: Duration = Duration::from_secs(1);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `vm-ok` is allowed; every other `vm*` interface belongs to no VM and is
+/// blocked.
+const POLICY: &str = "version: 1
+enforcement:
+  attach: [\"vm*\"]
+  unknown: block
+subscriptions:
+  - {id: s, offer: msdn, created: 2020-01-01}
+vms:
+  - {name: vm-ok, subscription: s, interface: vm-ok, override: allow}
+";
+
+/// A billion laughs (nine lists of nine, nine levels) under a VM's
+/// addresses: about 500 bytes.
+fn alias_bomb() -> String {
+    let mut bomb = String::from(
+        "&a0 [\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\",\"10.0.0.1\"]",
+    );
+    for level in 1..9 {
+        let _ = write!(bomb, ", &a{level} [");
+        for i in 0..9 {
+            let _ = write!(bomb, "{}*a{}", if i == 0 { "" } else { "," }, level - 1);
+        }
+        bomb.push(']');
+    }
+    format!(
+        "version: 1\nsubscriptions: [{{id: s, offer: msdn, created: 2020-01-01}}]\nvms:\n  - name: v\n    subscription: s\n    interface: vm-ok\n    addresses: [{bomb}]\n"
+    )
+}
+
+fn deep(depth: usize) -> String {
+    format!(
+        "version: 1\nvms: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+}
+
+/// One hostile file: how to put it in place of the policy, and what the
+/// agent and `check` say of it.
+struct Case {
+    name: &'static str,
+    install: fn(dir: &Path, path: &Path) -> Result<()>,
+    says: &'static str,
+}
+
+/// Puts `text` in place by rename.
+fn replace_with(dir: &Path, path: &Path, text: &str) -> Result<()> {
+    let tmp = dir.join(".new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "a FIFO no one writes",
+            install: |dir, path| {
+                let tmp = dir.join(".fifo");
+                let out = Command::new("mkfifo").arg(&tmp).output()?;
+                ensure!(out.status.success(), "mkfifo: {out:?}");
+                std::fs::rename(&tmp, path)?;
+                Ok(())
+            },
+            says: "the policy is a FIFO; egress-guard reads a policy only from a regular file",
+        },
+        Case {
+            name: "an alias bomb",
+            install: |dir, path| replace_with(dir, path, &alias_bomb()),
+            says: "an alias (`*name`); a policy file has no aliases",
+        },
+        Case {
+            name: "nesting 60,000 deep",
+            install: |dir, path| replace_with(dir, path, &deep(60_000)),
+            says: "nested more than 32 levels deep",
+        },
+        Case {
+            name: "a symlink to /dev/zero",
+            install: |dir, path| {
+                let tmp = dir.join(".zero");
+                std::os::unix::fs::symlink("/dev/zero", &tmp)?;
+                std::fs::rename(&tmp, path)?;
+                Ok(())
+            },
+            says: "the policy is a character device",
+        },
+    ]
+}
+
+/// The agent's peak resident memory, in KiB.
+fn peak_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    ensure!(
+        status.lines().any(|l| l == "Name:\tegress-guard"),
+        "pid {pid} is not the agent"
+    );
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM")
+}
+
+/// Asks `/healthz` until `until`; the slowest answer.
+fn healthz_until(
+    agent: &Agent<'_>,
+    hv: &egress_guard_tests::netns::Netns,
+    until: Instant,
+) -> Result<Duration> {
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let r = http::get(hv, METRICS, "/healthz")?;
+        let took = t.elapsed();
+        ensure!(r.status == 200, "/healthz: {r:?}\n{}", agent.output());
+        slowest = slowest.max(took);
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(slowest)
+}
+
+#[test]
+fn a_hostile_policy_file_never_stalls_the_agent_nor_lets_a_new_vm_through() -> Result<()> {
+    let _serial = serial();
+    require_root()?;
+    let dir = TempDir::new("policy")?;
+    let topo = Topology::builder().routed_vm("vm-ok").build()?;
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, POLICY)?;
+    let mut agent = Agent::spawn(&topo.hv, &agent_bin()?, &path, &[] as &[&str])?;
+    agent.wait_ready(egress_guard_tests::netns::agent::READY_TIMEOUT)?;
+    let r = (|| {
+        let before = agent.status_json()?;
+        let in_force = before["policy"].clone();
+        ensure!(in_force["generation"] == 1, "{before:#}");
+        let ok = topo.vm("vm-ok");
+        let mut capture = SynCapture::start(&topo.internet, "eth0", &[25])?;
+        let mut new_vms = Vec::new();
+        let mut report = String::new();
+        for (i, case) in cases().iter().enumerate() {
+            (case.install)(dir.path(), &path)?;
+            let t = Instant::now();
+            // A VM starts meanwhile: only the `vm*` glob covers it.
+            let vm = topo.plug_vm(&format!("vm-new{i}"))?;
+            let plugged = t.elapsed();
+            let mut control = SynStream::start(ok, SINK_V4, None, 25, RATE)?;
+            let mut stream = SynStream::start(&vm, SINK_V4, None, 25, RATE)?;
+            let slowest = healthz_until(&agent, &topo.hv, Instant::now() + SENDING)?;
+            let sent = stream.stop()?;
+            let sent_ok = control.stop()?;
+            ensure!(sent.sent > 0 && sent.errors == 0, "{}: {sent:?}", case.name);
+            ensure!(sent_ok.sent > 0, "{}: {sent_ok:?}", case.name);
+            ensure!(
+                slowest < HEALTHZ_WITHIN,
+                "{}: /healthz took {slowest:?}",
+                case.name
+            );
+            // Refused, said, and the policy in force unchanged.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let doc = loop {
+                let doc = agent.status_json()?;
+                let errors = doc["rejected"]["errors"].as_str().unwrap_or("");
+                if errors.contains(case.says) {
+                    break doc;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{}: status does not say `{}`:\n{doc:#}",
+                        case.name,
+                        case.says
+                    );
+                }
+                thread::sleep(Duration::from_millis(20));
+            };
+            ensure!(
+                doc["policy"] == in_force,
+                "{}: the policy in force changed:\n{:#}",
+                case.name,
+                doc["policy"]
+            );
+            let _ = writeln!(
+                report,
+                "{}: new VM plugged (reachable) after {plugged:?}, {} SYNs sent from it; /healthz at worst {slowest:?}",
+                case.name, sent.sent
+            );
+            new_vms.push((vm, sent.sent));
+        }
+        let captured = capture.stop()?;
+        ensure!(
+            captured.kernel_drops == 0,
+            "the capture dropped frames: {captured:?}"
+        );
+        // The control: an allowed VM's SYNs arrive, so the capture works.
+        let ok_seen = captured.syns_from(&[ok.addr(false)]);
+        ensure!(
+            ok_seen > 0,
+            "the capture saw none of vm-ok's SYNs: it cannot judge: {captured:?}"
+        );
+        for (vm, sent) in &new_vms {
+            let escaped = captured.syns_from(&[vm.addr(false), vm.addr(true)]);
+            ensure!(
+                escaped == 0,
+                "{escaped} of {sent} SYNs from {} escaped",
+                vm.host_if
+            );
+        }
+        let peak = peak_kib(agent.pid())?;
+        print!("{report}");
+        println!("vm-ok's SYNs seen: {ok_seen}; agent peak RSS {peak} KiB");
+        ensure!(peak < 200 * 1024, "the agent peaked at {peak} KiB");
+        Ok(())
+    })();
+    r.map_err(|e: anyhow::Error| anyhow::anyhow!("{e:#}\n\n{}", agent.output()))
+}
+
+/// More hostile files, for `check`.
+fn check_cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "a file over --max-policy-bytes",
+            install: |dir, path| {
+                replace_with(dir, path, &format!("version: 1\n#{}\n", "x".repeat(5000)))
+            },
+            says: "the limit is 4096 bytes (--max-policy-bytes)",
+        },
+        Case {
+            name: "a custom tag",
+            install: |dir, path| replace_with(dir, path, "version: !evil 1\n"),
+            says: "1:10: tag `!evil`",
+        },
+        Case {
+            name: "a VM name of 1 MiB",
+            install: |dir, path| {
+                replace_with(
+                    dir,
+                    path,
+                    &format!(
+                        "version: 1\nsubscriptions: [{{id: s, offer: msdn, created: 2020-01-01}}]\nvms:\n  - name: {}\n    subscription: s\n    interface: tap0\n",
+                        "x".repeat(1 << 20)
+                    ),
+                )
+            },
+            says: "4:11: a value of 1048576 bytes; values are at most 1024 bytes",
+        },
+        Case {
+            name: "interface names Linux never gives",
+            install: |dir, path| {
+                replace_with(
+                    dir,
+                    path,
+                    "version: 1\nsubscriptions: [{id: s, offer: msdn, created: 2020-01-01}]\nvms:\n  - {name: a, subscription: s, interface: \"tap\\0a\"}\n  - {name: b, subscription: s, interface: tap%d}\n",
+                )
+            },
+            says: "contains a NUL byte, which Linux does not allow",
+        },
+    ]
+}
+
+/// `check` on each hostile file: the clear error, exit status 2, at once.
+#[test]
+fn check_refuses_each_hostile_file_at_once() -> Result<()> {
+    let dir = TempDir::new("check")?;
+    let bin = agent_bin()?;
+    let mut cases = cases();
+    cases.extend(check_cases());
+    let mut report = String::new();
+    for case in &cases {
+        let file: String = case
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path: PathBuf = dir.path().join(format!("{file}.yaml"));
+        (case.install)(dir.path(), &path).with_context(|| {
+            format!(
+                "installing {} at {} (dir exists: {})",
+                case.name,
+                path.display(),
+                dir.path().exists()
+            )
+        })?;
+        let t = Instant::now();
+        let out = Command::new(&bin)
+            .args([
+                "check",
+                "--max-policy-bytes",
+                if case.name.contains("max-policy") {
+                    "4096"
+                } else {
+                    "268435456"
+                },
+                "--policy",
+            ])
+            .arg(&path)
+            .output()?;
+        let took = t.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(2),
+            "{}: exit {:?}\n{stderr}",
+            case.name,
+            out.status
+        );
+        ensure!(
+            stderr.contains(case.says) && stderr.contains(&format!("{}:", path.display())),
+            "{}: stderr does not say `{}`:\n{stderr}",
+            case.name,
+            case.says
+        );
+        ensure!(
+            stderr.lines().count() <= 51,
+            "{}: {} lines",
+            case.name,
+            stderr.lines().count()
+        );
+        ensure!(
+            took < Duration::from_secs(5),
+            "{}: took {took:?}",
+            case.name
+        );
+        let _ = writeln!(
+            report,
+            "{}: {took:?}: {}",
+            case.name,
+            stderr.lines().next().unwrap_or("")
+        );
+    }
+    print!("{report}");
+    Ok(())
+}
+
+/// [`POLICY`] with `n` more VMs (interfaces that do not exist).
+fn large_policy(n: usize) -> String {
+    let mut text = String::with_capacity(n * 100 + POLICY.len());
+    text.push_str(POLICY);
+    for i in 0..n {
+        let _ = writeln!(
+            text,
+            "  - name: big-{i}\n    subscription: s\n    interface: tb{i}\n    addresses: [10.{}.{}.{}]",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255
+        );
+    }
+    text
+}
+
+/// While the agent reads a large valid file (50,000 VMs, seconds in a
+/// debug build), it handles a link event (the new VM is held back at
+/// once, with the policy in force) and answers `/healthz`; then the new
+/// policy is applied.
+#[test]
+fn a_large_file_is_read_off_the_event_loop() -> Result<()> {
+    let _serial = serial();
+    require_root()?;
+    let dir = TempDir::new("policy")?;
+    let topo = Topology::builder().routed_vm("vm-ok").build()?;
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, POLICY)?;
+    let mut agent = Agent::spawn(&topo.hv, &agent_bin()?, &path, &[] as &[&str])?;
+    agent.wait_ready(egress_guard_tests::netns::agent::READY_TIMEOUT)?;
+    let r = (|| {
+        let ok = topo.vm("vm-ok");
+        let large = large_policy(50_000);
+        let mut capture = SynCapture::start(&topo.internet, "eth0", &[25])?;
+        let t = Instant::now();
+        replace_with(dir.path(), &path, &large)?;
+        let vm = topo.plug_vm("vm-late")?;
+        let plugged = t.elapsed();
+        let mut control = SynStream::start(ok, SINK_V4, None, 25, RATE)?;
+        let mut stream = SynStream::start(&vm, SINK_V4, None, 25, RATE)?;
+        // Still reading: the policy in force is the first one.
+        let doc = agent.status_json()?;
+        let reading = doc["policy"]["generation"] == 1;
+        let mut slowest = Duration::ZERO;
+        let mut probes = 0;
+        let applied = loop {
+            slowest = slowest.max(healthz_until(
+                &agent,
+                &topo.hv,
+                Instant::now() + Duration::from_millis(200),
+            )?);
+            probes += 1;
+            if agent.status_json()?["policy"]["generation"] == 2 {
+                break t.elapsed();
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(90),
+                "the large policy was not applied"
+            );
+        };
+        let sent = stream.stop()?;
+        let sent_ok = control.stop()?;
+        let captured = capture.stop()?;
+        println!(
+            "the new VM was reachable {plugged:?} after the file was replaced; the policy was applied after {applied:?}; /healthz at worst {slowest:?} over {probes} rounds; {} SYNs from the new VM, {} from vm-ok",
+            sent.sent, sent_ok.sent
+        );
+        ensure!(
+            reading,
+            "the read was over before the VM came ({applied:?}): nothing shows it ran off the loop"
+        );
+        ensure!(sent.sent > 0 && sent.errors == 0, "{sent:?}");
+        ensure!(captured.kernel_drops == 0, "{captured:?}");
+        ensure!(
+            captured.syns_from(&[ok.addr(false)]) > 0,
+            "the capture saw none of vm-ok's SYNs: {captured:?}"
+        );
+        let escaped = captured.syns_from(&[vm.addr(false)]);
+        ensure!(escaped == 0, "{escaped} of {} SYNs escaped", sent.sent);
+        ensure!(slowest < HEALTHZ_WITHIN, "/healthz took {slowest:?}");
+        Ok(())
+    })();
+    r.map_err(|e: anyhow::Error| anyhow::anyhow!("{e:#}\n\n{}", agent.output()))
+}
