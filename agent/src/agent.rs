@@ -299,7 +299,27 @@ impl Agent {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let policy = policy?;
-        let state = states.load()?.unwrap_or_else(AgentState::new);
+        // The state is the agent's own memory, not its input: one that does
+        // not read is set aside (the policy file is the truth, and what is
+        // pinned stays enforced meanwhile), and rewritten at the first save.
+        let mut state = match states.load() {
+            Ok(Some(state)) => state,
+            Ok(None) => AgentState::new(),
+            Err(e) => {
+                warn!(
+                    error = %crate::error_chain(&e),
+                    "the saved state does not read; starting afresh from the policy file (what is pinned stays enforced)"
+                );
+                AgentState::new()
+            }
+        };
+        let dropped = state.sanitize(Utc::now());
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "the saved state named interface creations no agent could have seen (in the future, or names Linux never gives): dropped"
+            );
+        }
         let datapath = commit_datapath(&pins, staged?)?;
         // The last attempts are a convenience for `status --vm`: a file
         // that cannot be read is started afresh, not a reason to stop.

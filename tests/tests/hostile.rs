@@ -457,3 +457,122 @@ fn a_large_file_is_read_off_the_event_loop() -> Result<()> {
     })();
     r.map_err(|e: anyhow::Error| anyhow::anyhow!("{e:#}\n\n{}", agent.output()))
 }
+
+/// Sends SYNs from `blocked` and `allowed` for [`SENDING`] and says how
+/// many of each arrived (the allowed ones prove the capture works).
+fn syns_through(
+    topo: &Topology,
+    blocked: &egress_guard_tests::netns::Vm,
+    allowed: &egress_guard_tests::netns::Vm,
+) -> Result<(u64, u64, u64)> {
+    let mut capture = SynCapture::start(&topo.internet, "eth0", &[25])?;
+    let mut b = SynStream::start(blocked, SINK_V4, None, 25, RATE)?;
+    let mut a = SynStream::start(allowed, SINK_V4, None, 25, RATE)?;
+    thread::sleep(SENDING);
+    let sent = b.stop()?;
+    a.stop()?;
+    let captured = capture.stop()?;
+    ensure!(captured.kernel_drops == 0, "{captured:?}");
+    let through = captured.syns_from(&[allowed.addr(false)]);
+    ensure!(
+        through > 0,
+        "the capture saw none of the allowed VM's SYNs: it cannot judge: {captured:?}"
+    );
+    Ok((
+        captured.syns_from(&[blocked.addr(false)]),
+        sent.sent,
+        through,
+    ))
+}
+
+/// A restart with a hostile policy file: `run` refuses it (exit 2, the
+/// error, at once) and what is pinned goes on holding back the blocked VM.
+/// A restart with a corrupt state file: the agent says so, starts afresh
+/// from the policy file, and `status` reads again.
+#[test]
+fn a_restart_on_a_hostile_policy_or_state_keeps_what_is_pinned() -> Result<()> {
+    let _serial = serial();
+    require_root()?;
+    let dir = TempDir::new("policy")?;
+    let topo = Topology::builder()
+        .routed_vm("vm-ok")
+        .routed_vm("vm-blocked")
+        .build()?;
+    let path = dir.path().join("policy.yaml");
+    let policy =
+        format!("{POLICY}  - {{name: vm-blocked, subscription: s, interface: vm-blocked}}\n");
+    std::fs::write(&path, &policy)?;
+    let mut agent = Agent::spawn(&topo.hv, &agent_bin()?, &path, &[] as &[&str])?;
+    agent.wait_ready(egress_guard_tests::netns::agent::READY_TIMEOUT)?;
+    let r = (|| {
+        let (ok, blocked) = (topo.vm("vm-ok"), topo.vm("vm-blocked"));
+        let states = egress_guard::state::StateDir::for_pin_dir(agent.pin_dir());
+        for case in cases() {
+            agent.stop()?;
+            (case.install)(dir.path(), &path)?;
+            let t = Instant::now();
+            agent.respawn(None)?;
+            let exit = agent
+                .wait_exit(Duration::from_secs(10))?
+                .context("the agent runs with a hostile policy")?;
+            let took = t.elapsed();
+            ensure!(exit.code() == Some(2), "{}: {exit}", case.name);
+            ensure!(
+                agent.stderr().contains(case.says),
+                "{}: the agent did not say `{}`",
+                case.name,
+                case.says
+            );
+            let (escaped, sent, through) = syns_through(&topo, blocked, ok)?;
+            println!(
+                "{}: run refused it in {took:?}; pinned enforcement: {escaped} of {sent} SYNs from vm-blocked through, {through} from vm-ok",
+                case.name
+            );
+            ensure!(
+                escaped == 0,
+                "{}: {escaped} of {sent} SYNs escaped",
+                case.name
+            );
+            // Back to the good file.
+            replace_with(dir.path(), &path, &policy)?;
+            agent.respawn(None)?;
+            agent.wait_ready(egress_guard_tests::netns::agent::READY_TIMEOUT)?;
+        }
+
+        // A truncated state file.
+        agent.stop()?;
+        let state = states.path().join("state.json");
+        let text = std::fs::read(&state)?;
+        std::fs::write(&state, &text[..text.len() / 2])?;
+        let out = agent.ctl([
+            std::ffi::OsStr::new("status"),
+            std::ffi::OsStr::new("--pin-dir"),
+            agent.pin_dir().as_os_str(),
+        ])?;
+        ensure!(
+            !out.status.success()
+                && out
+                    .stderr
+                    .contains("state.json: not a state file of this egress-guard"),
+            "status on a truncated state: {out:?}"
+        );
+        agent.restart(None)?;
+        ensure!(
+            agent.stderr().contains("the saved state does not read"),
+            "the agent did not say the state was set aside"
+        );
+        let doc = agent.status_json()?;
+        ensure!(
+            egress_guard_tests::netns::vm_entry(&doc, "vm-blocked")
+                .is_some_and(|v| v["verdict"] == "block"),
+            "{doc:#}"
+        );
+        let (escaped, sent, _) = syns_through(&topo, blocked, ok)?;
+        ensure!(
+            escaped == 0,
+            "after the restart: {escaped} of {sent} SYNs escaped"
+        );
+        Ok(())
+    })();
+    r.map_err(|e: anyhow::Error| anyhow::anyhow!("{e:#}\n\n{}", agent.output()))
+}

@@ -14,7 +14,6 @@
 //!   many more there are.
 
 use std::{
-    fs::File,
     io::Read as _,
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::Path,
@@ -65,24 +64,32 @@ fn at_start(path: &Path, message: String) -> PolicyError {
     }])
 }
 
-/// The bytes of the policy file at `path`: a regular file (after symlinks)
-/// of at most `limits.max_bytes` bytes. Never blocks on a FIFO (it is
-/// opened non-blocking, and refused by its type) and never reads more than
-/// the cap plus one byte.
-pub fn read(path: &Path, limits: Limits) -> Result<Vec<u8>, PolicyError> {
-    let io = |source| PolicyError::Io {
-        path: path.to_owned(),
-        source,
-    };
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// What it is instead of a regular file: "a FIFO", "a directory"...
+    #[error("it is {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// At least this many bytes, more than the cap.
+    #[error("it is {size} bytes or more; the limit is {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+}
+
+/// The bytes of the file at `path`: a regular file (after symlinks) of at
+/// most `max` bytes. Never blocks on a FIFO (it is opened non-blocking, and
+/// refused by its type) and never reads more than `max` plus one byte,
+/// whatever size the file claims.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+        .open(path)?;
+    let meta = file.metadata()?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
+        return Err(ReadError::NotRegular(if kind.is_dir() {
             "a directory"
         } else if kind.is_fifo() {
             "a FIFO"
@@ -94,37 +101,47 @@ pub fn read(path: &Path, limits: Limits) -> Result<Vec<u8>, PolicyError> {
             "a socket"
         } else {
             "not a regular file"
-        };
-        return Err(at_start(
-            path,
-            format!("the policy is {what}; egress-guard reads a policy only from a regular file"),
-        ));
+        }));
     }
-    let too_large = |size: u64| {
-        at_start(
-            path,
-            format!(
-                "the policy file is {size} bytes or more; the limit is {} bytes (--max-policy-bytes)",
-                limits.max_bytes
-            ),
-        )
-    };
-    if meta.len() > limits.max_bytes {
-        return Err(too_large(meta.len()));
+    if meta.len() > max {
+        return Err(ReadError::TooLarge {
+            size: meta.len(),
+            max,
+        });
     }
     // The size is only a claim (the file may grow while it is read): the
     // read stops one byte past the cap.
-    let capacity = usize::try_from(meta.len()).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(capacity);
-    read_capped(file, limits.max_bytes.saturating_add(1), &mut bytes).map_err(io)?;
-    if bytes.len() as u64 > limits.max_bytes {
-        return Err(too_large(bytes.len() as u64));
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge {
+            size: bytes.len() as u64,
+            max,
+        });
     }
     Ok(bytes)
 }
 
-fn read_capped(file: File, cap: u64, bytes: &mut Vec<u8>) -> std::io::Result<()> {
-    file.take(cap).read_to_end(bytes).map(|_| ())
+/// The bytes of the policy file at `path`, within `limits`
+/// ([`read_regular`]); a file refused gets a diagnostic at `1:1`.
+pub fn read(path: &Path, limits: Limits) -> Result<Vec<u8>, PolicyError> {
+    match read_regular(path, limits.max_bytes) {
+        Ok(bytes) => Ok(bytes),
+        Err(ReadError::Io(source)) => Err(PolicyError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(ReadError::NotRegular(what)) => Err(at_start(
+            path,
+            format!("the policy is {what}; egress-guard reads a policy only from a regular file"),
+        )),
+        Err(ReadError::TooLarge { size, max }) => Err(at_start(
+            path,
+            format!(
+                "the policy file is {size} bytes or more; the limit is {max} bytes (--max-policy-bytes)"
+            ),
+        )),
+    }
 }
 
 /// One structural bound broken, where.
