@@ -172,11 +172,35 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     parse_text(file, text, None).map(|(policy, _)| policy)
 }
 
+/// [`parse`] with serde_norway's reader only.
+#[cfg(test)]
+fn parse_by_serde(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    parse_with(file, text, None, Readers::SerdeOnly).map(|(policy, _)| policy)
+}
+
 /// The policy of `text`, and where its VMs are when [`fast`] read it.
 fn parse_text(
     file: &str,
     text: &str,
     hash: Option<String>,
+) -> Result<(Policy, Option<fast::Layout>), PolicyError> {
+    parse_with(file, text, hash, Readers::All)
+}
+
+/// Which readers [`parse_with`] may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readers {
+    All,
+    /// serde_norway's own only (the tests compare the readers).
+    #[cfg(test)]
+    SerdeOnly,
+}
+
+fn parse_with(
+    file: &str,
+    text: &str,
+    hash: Option<String>,
+    readers: Readers,
 ) -> Result<(Policy, Option<fast::Layout>), PolicyError> {
     let diagnostic = |pos: locate::Pos, message: String| Diagnostic {
         file: file.to_owned(),
@@ -196,12 +220,22 @@ fn parse_text(
     // be within the structural bounds. Each starts afresh.
     let mut validator = validate::Validator::new();
     let mut layout = None;
-    let raw = if let Some((raw, found)) = fast::read(text, &mut |i, vm| validator.vm(i, vm)) {
+    let fast = match readers {
+        Readers::All => fast::read(text, &mut |i, vm| validator.vm(i, vm)),
+        #[cfg(test)]
+        Readers::SerdeOnly => None,
+    };
+    let raw = if let Some((raw, found)) = fast {
         layout = Some(found);
         raw
     } else {
         validator = validate::Validator::new();
-        match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
+        let streamed = match readers {
+            Readers::All => stream::read(text, &mut |i, vm| validator.vm(i, vm)),
+            #[cfg(test)]
+            Readers::SerdeOnly => Err(locate::Pos::START),
+        };
+        match streamed {
             Ok(raw) => raw,
             Err(stopped) => {
                 guarded(text, diagnostic)?;

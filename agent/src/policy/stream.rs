@@ -72,8 +72,28 @@ impl<'a> Events<'a> {
             return None;
         }
         let value = match first {
+            // Anchors serve nothing without aliases, and the two parsers
+            // read their names differently (`&g{`): leave them to
+            // serde_norway.
+            Event::Scalar(_, _, anchor, _)
+            | Event::SequenceStart(anchor, _)
+            | Event::MappingStart(anchor, _)
+                if anchor != 0 =>
+            {
+                return None;
+            }
             Event::Scalar(text, style, _, tag) => {
                 if text.len() > MAX_SCALAR || tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
+                // A plain scalar cannot start with an indicator; the event
+                // parser lets some through in flow context (`{a: |}`,
+                // `{a: ?}`), which serde_norway's refuses; and the two read
+                // indicators inside a plain scalar of several words
+                // differently (`[a::? 5]`): leave such files to it.
+                if style == ScalarStyle::Plain
+                    && (!plain_start(&text) || text.contains(char::is_whitespace))
+                {
                     return None;
                 }
                 let null = style == ScalarStyle::Plain
@@ -160,6 +180,49 @@ impl<'a> Events<'a> {
     }
 }
 
+/// The first line the event parser may read differently from serde_norway's
+/// (it is laxer): a tab in its leading whitespace, or a line that starts
+/// with `?` or `:` and a space (an explicit key, or a key whose `:` is on
+/// the next line). No policy needs either.
+fn unusual_line(text: &str) -> Option<Pos> {
+    let tabs = memchr::memchr(b'\t', text.as_bytes()).is_some();
+    for (i, line) in text.split('\n').enumerate() {
+        let rest = line.trim_start_matches([' ', '\t']);
+        let lead = &line[..line.len() - rest.len()];
+        let at = |col: usize| Pos {
+            line: i + 1,
+            column: col + 1,
+        };
+        if tabs && let Some(col) = lead.find('\t') {
+            return Some(at(col));
+        }
+        let indicator = matches!(rest.as_bytes().first(), Some(b'?' | b':'))
+            && matches!(rest.as_bytes().get(1), None | Some(b' ' | b'\t'));
+        if indicator {
+            return Some(at(lead.len()));
+        }
+    }
+    None
+}
+
+/// Whether a plain scalar starts as serde_norway's parser allows: not with
+/// an indicator, nor with `?` or `:` (indicators in flow context whatever
+/// follows), nor with `-` followed by a space, a flow indicator or nothing.
+fn plain_start(text: &str) -> bool {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(
+            '|' | '>' | '@' | '`' | '%' | '!' | '&' | '*' | '#' | '\'' | '"' | '{' | '}' | '['
+            | ']' | ',' | '?' | ':',
+        ) => false,
+        Some('-') => !matches!(
+            chars.next(),
+            None | Some(' ' | '\t' | ',' | '[' | ']' | '{' | '}')
+        ),
+        _ => true,
+    }
+}
+
 /// The file as serde reads it, but for its VMs, which go to `vm` one at a
 /// time with their index; or where it stopped (the start of the section or
 /// item it was reading), to read it with serde_norway's own parser (some
@@ -167,6 +230,11 @@ impl<'a> Events<'a> {
 pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Result<RawPolicy, Pos> {
     let mut raw = RawPolicy::default();
     let mut seen: Vec<String> = Vec::new();
+    if let Some(at) = unusual_line(text) {
+        // The two parsers may read these differently: leave the file to
+        // serde_norway.
+        return Err(at);
+    }
     let mut events = Events::new(text);
     match read_events(&mut events, false, &mut raw, &mut seen, vm) {
         Some(()) => Ok(raw),

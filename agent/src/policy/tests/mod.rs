@@ -5,6 +5,7 @@ mod alloc;
 mod example;
 mod fast;
 mod hostile;
+mod readers;
 mod report;
 mod scale;
 mod stream;
