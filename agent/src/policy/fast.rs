@@ -45,7 +45,11 @@ pub struct Layout {
 /// Reads `text`, its VMs going to `vm` one at a time with their index; or
 /// `None` (some VMs may have gone to `vm` already).
 pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<(RawPolicy, Layout)> {
-    if !text.is_ascii() || u32::try_from(text.len()).is_err() {
+    // Printable ASCII and newlines only: a tab, a CR or a control
+    // character (which serde_norway's parser refuses, even in a comment)
+    // leaves the file to the other readers.
+    let printable = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\n';
+    if !text.as_bytes().iter().all(printable) || u32::try_from(text.len()).is_err() {
         return None;
     }
     let at = vms_line(text)?;
@@ -93,7 +97,8 @@ pub fn read_items(
     column: usize,
 ) -> Option<Vec<(usize, RawVm)>> {
     let part = text.get(..to)?;
-    if !part.get(from..)?.is_ascii() {
+    let printable = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\n';
+    if !part.get(from..)?.as_bytes().iter().all(printable) {
         return None;
     }
     let mut list = List::new(Some(column));

@@ -16,6 +16,7 @@
 //! agent keeps), and [`Desired`], every VM with its reason; a reason is
 //! found again when it is asked for ([`Policy::decide`]).
 
+mod agree;
 mod fast;
 pub mod limits;
 mod locate;
@@ -39,6 +40,7 @@ use std::{
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use agree::{ReadBy, readers_agree};
 pub use limits::{DEFAULT_MAX_POLICY_BYTES, Limits};
 pub use model::{
     Action, DEFAULT_CUTOFF, DEFAULT_PORTS, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS,
@@ -172,9 +174,9 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     parse_text(file, text, None).map(|(policy, _)| policy)
 }
 
-/// [`parse`] with serde_norway's reader only.
-#[cfg(test)]
-fn parse_by_serde(file: &str, text: &str) -> Result<Policy, PolicyError> {
+/// [`parse`] with serde_norway's reader only (the reference the other
+/// readers are checked against: [`agree`]).
+pub fn parse_by_serde(file: &str, text: &str) -> Result<Policy, PolicyError> {
     parse_with(file, text, None, Readers::SerdeOnly).map(|(policy, _)| policy)
 }
 
@@ -191,8 +193,7 @@ fn parse_text(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Readers {
     All,
-    /// serde_norway's own only (the tests compare the readers).
-    #[cfg(test)]
+    /// serde_norway's own only ([`agree`] compares the readers).
     SerdeOnly,
 }
 
@@ -222,7 +223,6 @@ fn parse_with(
     let mut layout = None;
     let fast = match readers {
         Readers::All => fast::read(text, &mut |i, vm| validator.vm(i, vm)),
-        #[cfg(test)]
         Readers::SerdeOnly => None,
     };
     let raw = if let Some((raw, found)) = fast {
@@ -232,7 +232,6 @@ fn parse_with(
         validator = validate::Validator::new();
         let streamed = match readers {
             Readers::All => stream::read(text, &mut |i, vm| validator.vm(i, vm)),
-            #[cfg(test)]
             Readers::SerdeOnly => Err(locate::Pos::START),
         };
         match streamed {

@@ -180,6 +180,15 @@ impl<'a> Events<'a> {
     }
 }
 
+/// Whether `c` reads the same to both parsers: YAML's printable
+/// characters, less those YAML 1.1 (serde_norway's parser) takes for line
+/// breaks and YAML 1.2 (the event parser) does not: NEL, U+2028, U+2029.
+fn printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{10000}'..)
+        && !matches!(c, '\u{2028}' | '\u{2029}')
+        || ('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}'
+}
+
 /// The first line the event parser may read differently from serde_norway's
 /// (it is laxer): a tab in its leading whitespace, or a line that starts
 /// with `?` or `:` and a space (an explicit key, or a key whose `:` is on
@@ -230,6 +239,12 @@ fn plain_start(text: &str) -> bool {
 pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Result<RawPolicy, Pos> {
     let mut raw = RawPolicy::default();
     let mut seen: Vec<String> = Vec::new();
+    if !text.chars().all(printable) {
+        // serde_norway's parser refuses a control character anywhere
+        // (even in a comment), and takes NEL for a line break; the event
+        // parser may not.
+        return Err(Pos::START);
+    }
     if let Some(at) = unusual_line(text) {
         // The two parsers may read these differently: leave the file to
         // serde_norway.

@@ -43,7 +43,7 @@ vms:
     addresses: []
 ";
 
-pub(super) fn with_vms(
+fn with_vms(
     read: impl FnOnce(&mut dyn FnMut(usize, RawVm)) -> Option<RawPolicy>,
 ) -> Option<String> {
     let mut vms = Vec::new();
@@ -58,7 +58,7 @@ pub(super) fn with_vms(
 }
 
 /// What the line reader reads, if it reads the file.
-pub(super) fn fast_read(text: &str) -> Option<String> {
+fn fast_read(text: &str) -> Option<String> {
     with_vms(|vm| fast::read(text, vm).map(|(raw, _)| raw))
 }
 
