@@ -142,7 +142,11 @@ fn main() -> ExitCode {
                     max_bytes: max_policy_bytes,
                 },
             };
-            match runtime.block_on(cmd::run::run(options)) {
+            let result = runtime.block_on(cmd::run::run(options));
+            // A re-read of the policy file may still run on a blocking
+            // thread: it is bounded, but the agent does not wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.exit_code(), &e),
             }

@@ -30,7 +30,7 @@ const METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 972
 const RATE: u32 = 100;
 /// How long each new VM sends.
 const SENDING: Duration = Duration::from_millis(1500);
-/// `/healthz` must answer within this, every time.
+/// `/healthz` and `/metrics` must answer within this, every time.
 const HEALTHZ_WITHIN: Duration = Duration::from_secs(1);
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -145,18 +145,22 @@ fn peak_kib(pid: u32) -> Result<u64> {
         .context("no VmHWM")
 }
 
-/// Asks `/healthz` until `until`; the slowest answer.
+/// Asks `/healthz` and `/metrics` (which the agent's event loop answers)
+/// in turn until `until`; the slowest answer.
 fn healthz_until(
     agent: &Agent<'_>,
     hv: &egress_guard_tests::netns::Netns,
     until: Instant,
 ) -> Result<Duration> {
     let mut slowest = Duration::ZERO;
+    let mut n = 0;
     while Instant::now() < until {
+        let path = if n % 2 == 0 { "/healthz" } else { "/metrics" };
+        n += 1;
         let t = Instant::now();
-        let r = http::get(hv, METRICS, "/healthz")?;
+        let r = http::get(hv, METRICS, path)?;
         let took = t.elapsed();
-        ensure!(r.status == 200, "/healthz: {r:?}\n{}", agent.output());
+        ensure!(r.status == 200, "{path}: {r:?}\n{}", agent.output());
         slowest = slowest.max(took);
         thread::sleep(Duration::from_millis(50));
     }
@@ -224,7 +228,7 @@ fn a_hostile_policy_file_never_stalls_the_agent_nor_lets_a_new_vm_through() -> R
             );
             let _ = writeln!(
                 report,
-                "{}: new VM plugged (reachable) after {plugged:?}, {} SYNs sent from it; /healthz at worst {slowest:?}",
+                "{}: new VM plugged (reachable) after {plugged:?}, {} SYNs sent from it; /healthz and /metrics at worst {slowest:?}",
                 case.name, sent.sent
             );
             new_vms.push((vm, sent.sent));
@@ -437,7 +441,7 @@ fn a_large_file_is_read_off_the_event_loop() -> Result<()> {
         let sent_ok = control.stop()?;
         let captured = capture.stop()?;
         println!(
-            "the new VM was reachable {plugged:?} after the file was replaced; the policy was applied after {applied:?}; /healthz at worst {slowest:?} over {probes} rounds; {} SYNs from the new VM, {} from vm-ok",
+            "the new VM was reachable {plugged:?} after the file was replaced; the policy was applied after {applied:?}; /healthz and /metrics at worst {slowest:?} over {probes} rounds; {} SYNs from the new VM, {} from vm-ok",
             sent.sent, sent_ok.sent
         );
         ensure!(
