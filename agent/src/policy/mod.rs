@@ -21,6 +21,7 @@ mod fast;
 pub mod limits;
 mod locate;
 mod model;
+mod names;
 mod offers;
 mod raw;
 pub mod report;
@@ -46,9 +47,10 @@ pub use model::{
     Action, DEFAULT_CUTOFF, DEFAULT_PORTS, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS,
     Mode, Offer, Policy, Restricted, Subscription, Verdict, Vm,
 };
+pub use names::{MAX_IFNAME, check_ifname, check_name};
 pub use offers::BUILTIN_OFFERS;
 pub use update::{Applied, Base, Change, MAX_SPLICE, Prepared, prepare};
-pub use validate::{MAX_IFNAME, check_ifname, parse_date, parse_prefix, parse_time};
+pub use validate::{parse_date, parse_prefix, parse_time};
 pub use verdict::{
     Desired, Enforced, Facts, InterfaceVerdict, Reason, Restriction, Since, UNKNOWN_INTERFACE_CODE,
     Verdicts, VmVerdict, evaluate, fmt_time, unknown_reason, verdicts,
