@@ -336,9 +336,15 @@ impl AgentState {
     pub fn sanitize(&mut self, now: DateTime<Utc>) -> usize {
         let before = self.interface_created.len();
         self.interface_created
-            .retain(|name, at| *at <= now && crate::policy::check_ifname(name).is_ok());
+            .retain(|name, at| plausible_creation(name, *at, now));
         before - self.interface_created.len()
     }
+}
+
+/// Whether an agent could have seen interface `name` created at `at`,
+/// by `now`.
+pub fn plausible_creation(name: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    at <= now && crate::policy::check_ifname(name).is_ok()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
