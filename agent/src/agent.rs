@@ -25,7 +25,7 @@ use egress_guard_common::maps::{
     DEFAULT_REPLY_RATE, IfaceEntry, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW, VERDICT_BLOCK,
 };
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     datapath::{
@@ -38,12 +38,13 @@ use crate::{
     metrics,
     netdev::{self, DevKind, LinkEvent, NetDev, NetdevError},
     placement::{self, Coverage, Placement},
-    policy::{self, Change, Enforcement, Policy, PolicyError, Verdicts},
-    state::{
-        AgentLock, AgentState, EnforcedInterface, PolicyInForce, RejectedPolicy, StateDir,
-        StateError,
-    },
+    policy::{self, Enforcement, Policy, PolicyError, Verdicts},
+    state::{AgentLock, AgentState, EnforcedInterface, PolicyInForce, StateDir, StateError},
 };
+
+mod reload;
+
+pub use reload::{ReloadJob, ReloadStep};
 
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -169,6 +170,8 @@ pub struct Agent {
     /// The sha256 of the copy of the policy in the state directory.
     copied: Option<String>,
     policy_path: PathBuf,
+    /// The bounds on reading the policy file.
+    limits: policy::Limits,
     policy: Policy,
     /// The policy's verdicts, compact, for the reconcile, the per-interface
     /// fast path and the next time-driven change.
@@ -211,8 +214,13 @@ impl Agent {
     /// opened, new ones are made unpinned). Nothing is written to the pin
     /// directory until the policy is known to be valid: an invalid one
     /// drops what was loaded, and the kernel keeps nothing of it.
-    pub fn start(policy_path: &Path, pins: PinDir, states: StateDir) -> Result<Self, AgentError> {
-        let bytes = policy::read(policy_path)?;
+    pub fn start(
+        policy_path: &Path,
+        limits: policy::Limits,
+        pins: PinDir,
+        states: StateDir,
+    ) -> Result<Self, AgentError> {
+        let bytes = policy::read(policy_path, limits)?;
         let lock = match states.lock() {
             Ok(lock) => lock,
             // Another agent: an invalid policy is still said first.
@@ -237,7 +245,27 @@ impl Agent {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let policy = policy?;
-        let state = states.load()?.unwrap_or_else(AgentState::new);
+        // The state is the agent's own memory, not its input: one that does
+        // not read is set aside (the policy file is the truth, and what is
+        // pinned stays enforced meanwhile), and rewritten at the first save.
+        let mut state = match states.load() {
+            Ok(Some(state)) => state,
+            Ok(None) => AgentState::new(),
+            Err(e) => {
+                warn!(
+                    error = %crate::error_chain(&e),
+                    "the saved state does not read; starting afresh from the policy file (what is pinned stays enforced)"
+                );
+                AgentState::new()
+            }
+        };
+        let dropped = state.sanitize(Utc::now());
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "the saved state named interface creations no agent could have seen (in the future, or names Linux never gives): dropped"
+            );
+        }
         let datapath = commit_datapath(&pins, staged?)?;
         // The last attempts are a convenience for `status --vm`: a file
         // that cannot be read is started afresh, not a reason to stop.
@@ -259,6 +287,7 @@ impl Agent {
             saved: Vec::new(),
             copied: None,
             policy_path: policy_path.to_owned(),
+            limits,
             policy,
             verdicts: None,
             stale: true,
@@ -382,77 +411,6 @@ impl Agent {
     /// Makes the next reconcile evaluate the verdicts again (SIGHUP).
     pub fn refresh_verdicts(&mut self) {
         self.stale = true;
-    }
-
-    /// Reads the policy file again and, if it holds a new valid policy,
-    /// applies it. An invalid file is reported (each diagnostic logged, and
-    /// recorded for `status`) and the policy in force stays. When only VMs
-    /// changed, only those are read ([`Policy::update`]).
-    pub async fn reload(&mut self, now: DateTime<Utc>) -> Result<Reload, AgentError> {
-        let began = Instant::now();
-        let bytes = match std::fs::read(&self.policy_path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // Deleted and not yet re-created, or unreadable: keep going.
-                warn!(
-                    path = %self.policy_path.display(),
-                    error = %e,
-                    "cannot read the policy file; the policy in force stays"
-                );
-                return Ok(Reload::Unchanged);
-            }
-        };
-        let hash = policy::sha256_hex(&bytes);
-        if hash == self.policy.hash {
-            if self.state.rejected.take().is_some() {
-                self.save()?;
-            }
-            return Ok(Reload::Unchanged);
-        }
-        if self.state.rejected.as_ref().is_some_and(|r| r.hash == hash) {
-            return Ok(Reload::Unchanged);
-        }
-        match self.policy.update(&self.policy_path, bytes, hash.clone()) {
-            Ok(change) => {
-                info!(
-                    path = %self.policy_path.display(),
-                    sha256 = %hash,
-                    vms = self.policy.vms.len(),
-                    read = match change {
-                        Change::Vms { .. } => "the changed VMs",
-                        Change::Whole => "the whole file",
-                    },
-                    "new policy"
-                );
-                self.state.rejected = None;
-                self.evaluate(now);
-                let mut done = self.reconcile(now).await?;
-                done.took = began.elapsed();
-                self.stats.reloads += 1;
-                Ok(Reload::Applied {
-                    generation: self.state.policy.as_ref().map_or(0, |p| p.generation),
-                    done,
-                })
-            }
-            Err(e) => {
-                let errors = e.to_string();
-                for line in errors.lines() {
-                    error!(
-                        diagnostic = line,
-                        "policy rejected; the policy in force stays"
-                    );
-                }
-                self.stats.reload_failures += 1;
-                self.state.rejected = Some(RejectedPolicy {
-                    path: self.policy_path.clone(),
-                    hash,
-                    at: now,
-                    errors,
-                });
-                self.save()?;
-                Ok(Reload::Rejected)
-            }
-        }
     }
 
     /// Handles one rtnetlink event at once, without a full reconcile: a

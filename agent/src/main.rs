@@ -54,6 +54,9 @@ enum Command {
         /// this many seconds are logged once, then summarised in one line.
         #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
         repeat_window: u64,
+        /// The largest policy file read, in bytes (a larger one is refused).
+        #[arg(long, value_name = "BYTES", default_value_t = egress_guard::policy::DEFAULT_MAX_POLICY_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+        max_policy_bytes: u64,
     },
     /// Validate a policy and print each VM's verdict and reason.
     Check {
@@ -64,6 +67,9 @@ enum Command {
         at: Option<DateTime<Utc>>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// The largest policy file read, in bytes (a larger one is refused).
+        #[arg(long, value_name = "BYTES", default_value_t = egress_guard::policy::DEFAULT_MAX_POLICY_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+        max_policy_bytes: u64,
     },
     /// Show what is enforced, whether or not an agent is running.
     Status {
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
             log_format,
             metrics_addr,
             repeat_window,
+            max_policy_bytes,
         } => {
             init_logs(log_format, "info");
             let location = Location::new(&location.pin_dir, location.state_dir.as_ref());
@@ -131,13 +138,25 @@ fn main() -> ExitCode {
                 location,
                 metrics_addr,
                 repeat_window: std::time::Duration::from_secs(repeat_window),
+                limits: egress_guard::policy::Limits {
+                    max_bytes: max_policy_bytes,
+                },
             };
-            match runtime.block_on(cmd::run::run(options)) {
+            let result = runtime.block_on(cmd::run::run(options));
+            // A re-read of the policy file may still run on a blocking
+            // thread: it is bounded, but the agent does not wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.exit_code(), &e),
             }
         }
-        Command::Check { policy, at, format } => {
+        Command::Check {
+            policy,
+            at,
+            format,
+            max_policy_bytes,
+        } => {
             init_logs(LogFormat::Text, "warn");
             let devices = match runtime.block_on(egress_guard::netdev::list()) {
                 Ok(devices) => devices,
@@ -149,8 +168,11 @@ fn main() -> ExitCode {
                 }
             };
             let mut stdout = std::io::stdout().lock();
+            let limits = egress_guard::policy::Limits {
+                max_bytes: max_policy_bytes,
+            };
             let at = at.unwrap_or_else(Utc::now);
-            match cmd::check::check(&policy, at, format, &devices, &mut stdout) {
+            match cmd::check::check(&policy, limits, at, format, &devices, &mut stdout) {
                 Ok(warnings) => {
                     for line in warnings {
                         eprintln!("warning: {line}");

@@ -16,7 +16,7 @@ use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
     io::{self, Read as _, Write as _},
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -52,10 +52,41 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}: not read: {source}")]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: crate::policy::limits::ReadError,
+    },
     #[error(
         "another egress-guard agent (pid {pid}) is running with this pin directory ({lock}); stop it first"
     )]
     Locked { pid: String, lock: PathBuf },
+}
+
+/// The largest state or attempts file read.
+pub const MAX_STATE_BYTES: u64 = 256 << 20;
+/// The largest copy of the policy read (a policy the agent took is at most
+/// `--max-policy-bytes`, whose default is a quarter of this).
+pub const MAX_POLICY_COPY_BYTES: u64 = 1 << 30;
+
+/// The bytes of `path`, a regular file of at most `max` bytes, or `None`
+/// when there is no such file. Never blocks on a FIFO, never reads past
+/// the cap.
+fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, StateError> {
+    use crate::policy::limits::{ReadError, read_regular};
+    match read_regular(path, max) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(ReadError::Io(source)) => Err(StateError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(source) => Err(StateError::Refused {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -107,12 +138,10 @@ impl StateDir {
     /// The saved state, if any.
     pub fn load(&self) -> Result<Option<AgentState>, StateError> {
         let path = self.state_file();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Io { path, source }),
+        let Some(bytes) = read_bounded(&path, MAX_STATE_BYTES)? else {
+            return Ok(None);
         };
-        serde_json::from_str(&text)
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|source| StateError::Corrupt { path, source })
     }
@@ -156,23 +185,16 @@ impl StateDir {
 
     /// The copy of the policy in force, if there is one.
     pub fn load_policy(&self) -> Result<Option<Vec<u8>>, StateError> {
-        let path = self.policy_file();
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        read_bounded(&self.policy_file(), MAX_POLICY_COPY_BYTES)
     }
 
     /// The last blocked connection attempts saved, if any.
     pub fn load_attempts(&self) -> Result<Option<RecentAttempts>, StateError> {
         let path = self.path.join(ATTEMPTS_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Io { path, source }),
+        let Some(bytes) = read_bounded(&path, MAX_STATE_BYTES)? else {
+            return Ok(None);
         };
-        serde_json::from_str(&text)
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|source| StateError::Corrupt { path, source })
     }
@@ -216,11 +238,12 @@ impl StateDir {
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NONBLOCK)
             .open(&path)
             .map_err(io_err(&path))?;
         if !try_flock(&file, libc::LOCK_EX) {
             let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
+            let _ = (&mut file).take(32).read_to_string(&mut pid);
             return Err(StateError::Locked {
                 pid: pid.trim().to_owned(),
                 lock: path,
@@ -234,13 +257,18 @@ impl StateDir {
     /// The pid of the agent running with this state directory, if one is.
     pub fn running_agent(&self) -> Option<u32> {
         let path = self.lock_file();
-        let mut file = File::open(&path).ok()?;
-        if try_flock(&file, libc::LOCK_SH) {
+        // Non-blocking, and a few bytes at most: whatever is there.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        if !file.metadata().ok()?.is_file() || try_flock(&file, libc::LOCK_SH) {
             // Nobody holds it: no agent. (Our shared lock drops with `file`.)
             return None;
         }
         let mut pid = String::new();
-        file.read_to_string(&mut pid).ok()?;
+        file.take(32).read_to_string(&mut pid).ok()?;
         pid.trim().parse().ok()
     }
 
@@ -301,6 +329,22 @@ impl AgentState {
             ..Self::default()
         }
     }
+
+    /// Drops what no agent could have recorded, so that a tampered state
+    /// cannot open an exemption: interface creations in the future (after
+    /// `now`) or of names Linux never gives. Returns how many were dropped.
+    pub fn sanitize(&mut self, now: DateTime<Utc>) -> usize {
+        let before = self.interface_created.len();
+        self.interface_created
+            .retain(|name, at| plausible_creation(name, *at, now));
+        before - self.interface_created.len()
+    }
+}
+
+/// Whether an agent could have seen interface `name` created at `at`,
+/// by `now`.
+pub fn plausible_creation(name: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    at <= now && crate::policy::check_ifname(name).is_ok()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,6 +518,82 @@ mod tests {
             Some(&b"version: 1\n"[..])
         );
         states.remove().unwrap();
+    }
+
+    /// A state directory that was tampered with: a FIFO, a device, a
+    /// truncated file. Each is refused at once with an error naming it
+    /// (never read past the cap, never waited on), and the lock's pid file
+    /// as a FIFO does not hang `status`.
+    #[test]
+    fn hostile_state_files_are_refused_at_once() {
+        let dir = std::env::temp_dir().join(format!("egt-hostile-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let states = StateDir::new(&dir);
+        let fifo = |name: &str| {
+            let c = std::ffi::CString::new(dir.join(name).as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        };
+        let t = std::time::Instant::now();
+        fifo(STATE_FILE);
+        fifo(POLICY_FILE);
+        fifo(LOCK_FILE);
+        std::os::unix::fs::symlink("/dev/zero", dir.join(ATTEMPTS_FILE)).unwrap();
+        let e = states.load().unwrap_err().to_string();
+        assert!(
+            e.ends_with("state.json: not read: it is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = states.load_policy().unwrap_err().to_string();
+        assert!(
+            e.ends_with("policy.yaml: not read: it is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = states.load_attempts().unwrap_err().to_string();
+        assert!(e.contains("a character device"), "{e}");
+        assert_eq!(states.running_agent(), None);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+
+        // Truncated: corrupt, said so.
+        std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
+        let mut state = AgentState::new();
+        state
+            .interface_created
+            .insert("tap1".into(), "2026-01-02T03:04:05Z".parse().unwrap());
+        states.save(&state).unwrap();
+        let text = std::fs::read(dir.join(STATE_FILE)).unwrap();
+        std::fs::write(dir.join(STATE_FILE), &text[..text.len() / 2]).unwrap();
+        let e = states.load().unwrap_err().to_string();
+        assert!(
+            e.contains("state.json: not a state file of this egress-guard: EOF"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Interface creations no agent could have seen are dropped: they
+    /// could open an exemption (rule 3).
+    #[test]
+    fn sanitize_drops_impossible_creations() {
+        let now: DateTime<Utc> = "2026-01-02T00:00:00Z".parse().unwrap();
+        let mut state = AgentState::new();
+        for (name, at) in [
+            ("tap1", "2026-01-01T00:00:00Z"),
+            ("tap2", "2030-01-01T00:00:00Z"),
+            ("tap:3", "2026-01-01T00:00:00Z"),
+            ("a-name-far-too-long", "2026-01-01T00:00:00Z"),
+        ] {
+            state
+                .interface_created
+                .insert(name.into(), at.parse().unwrap());
+        }
+        assert_eq!(state.sanitize(now), 3);
+        assert_eq!(state.interface_created.keys().collect::<Vec<_>>(), ["tap1"]);
     }
 
     /// A state file written by the agent before version 2 (every VM's

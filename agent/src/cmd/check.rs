@@ -34,17 +34,18 @@ impl CheckError {
     }
 }
 
-/// Writes the verdicts of the policy at `path` at time `at` to `out`, and
-/// returns the warnings about the placement on `devices` (the interfaces of
-/// this namespace).
+/// Writes the verdicts of the policy at `path` (read within `limits`) at
+/// time `at` to `out`, and returns the warnings about the placement on
+/// `devices` (the interfaces of this namespace).
 pub fn check(
     path: &Path,
+    limits: policy::Limits,
     at: DateTime<Utc>,
     format: Format,
     devices: &[NetDev],
     out: &mut dyn Write,
 ) -> Result<Vec<String>, CheckError> {
-    let policy = policy::load(path)?;
+    let policy = policy::load(path, limits)?;
     let no_observations = HashMap::new();
     let facts = policy::Facts {
         now: at,

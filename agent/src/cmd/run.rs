@@ -6,14 +6,22 @@
 //! | source | what happens |
 //! |---|---|
 //! | rtnetlink link event | the interface is enforced (or cleaned up) at once; a reconcile follows shortly |
-//! | the policy file changes (inotify, or a 1 s identity poll) | after 100 ms of quiet, the file is re-read and, if new and valid, applied |
-//! | SIGHUP | the file is re-read, and a full reconcile runs (verdicts evaluated again) |
+//! | the policy file changes (inotify, or a 1 s identity poll) | after 100 ms of quiet, the file is re-read on another thread and, if new and valid, applied |
+//! | SIGHUP | the file is re-read (on another thread), and a full reconcile runs (verdicts evaluated again) |
+//! | the re-read is done | a new valid policy is applied; an invalid one is reported and the policy in force stays |
+//! | the re-read takes longer than 60 s | it is abandoned, and counted as a failed reload |
 //! | a grant, revocation or start time comes | a full reconcile at that instant, verdicts evaluated again |
 //! | every 30 s | a full reconcile, which catches whatever an event missed (interfaces listed and compared with the maps and links; the verdicts are evaluated again only if they can have changed) |
 //! | a scrape of `/metrics` | a snapshot of the counters and the agent's state |
 //! | the ring buffer of blocked attempts is readable | the events are logged (repeats summarised) |
 //! | every second | repeat windows that ended are summarised; the last attempts are saved |
 //! | SIGTERM, SIGINT | the loop ends; enforcement stays |
+//!
+//! The policy file is read and validated off the loop ([`ReloadJob`], on
+//! tokio's blocking threads), so that while a large or hostile file is
+//! read, link events are still enforced with the policy in force and
+//! scrapes are answered. Only a change of a few VMs is put in place on the
+//! loop itself (at most [`crate::policy::MAX_SPLICE`] bytes of VMs).
 
 use std::{
     net::SocketAddr,
@@ -36,7 +44,7 @@ use egress_guard_common::maps::AttemptEvent;
 
 use super::Location;
 use crate::{
-    agent::{AfterLinkEvent, Agent, AgentError, Reconciled, Reload},
+    agent::{AfterLinkEvent, Agent, AgentError, Reconciled, Reload, ReloadJob, ReloadStep},
     events::EventReader,
     metrics,
     netdev::LinkEvents,
@@ -51,6 +59,9 @@ pub const AFTER_LINK_EVENT: Duration = Duration::from_millis(200);
 /// How long the policy file must stay quiet before it is re-read (an editor
 /// or a copy writes in several steps).
 pub const FILE_QUIET: Duration = Duration::from_millis(100);
+/// How long a re-read of the policy file may take before it is abandoned
+/// (the policy in force stays).
+pub const READ_DEADLINE: Duration = Duration::from_mins(1);
 
 pub struct RunOptions {
     pub policy: PathBuf,
@@ -60,6 +71,8 @@ pub struct RunOptions {
     /// Repeated blocked attempts from a VM to one destination within this
     /// are logged once, then summarised.
     pub repeat_window: Duration,
+    /// The bounds on reading the policy file.
+    pub limits: crate::policy::Limits,
 }
 
 /// Runs until SIGTERM or SIGINT. Enforcement stays in place when it
@@ -74,11 +87,17 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
         location,
         metrics_addr,
         repeat_window,
+        limits,
     } = options;
     // Subscribe to link events before the first listing, so that no
     // interface created in between is missed.
     let mut links = LinkEvents::subscribe()?;
-    let mut agent = Agent::start(&policy, location.pins.clone(), location.states.clone())?;
+    let mut agent = Agent::start(
+        &policy,
+        limits,
+        location.pins.clone(),
+        location.states.clone(),
+    )?;
     agent.set_repeat_window(repeat_window);
     let mut reader = None;
     refresh_reader(&mut agent, &mut reader);
@@ -99,6 +118,12 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
         ready_flag.store(true, Ordering::Relaxed);
         announce_ready(&agent, &done);
     }
+    // The re-read of the policy file under way, if any; whether the file
+    // changed again since it began; when the file has been quiet long
+    // enough to be read.
+    let mut reading: Option<Reading> = None;
+    let mut again = false;
+    let mut quiet_until: Option<Instant> = None;
     let mut due = Instant::now()
         + if ready {
             RECONCILE_EVERY
@@ -118,7 +143,7 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 info!("SIGHUP: re-reading the policy");
-                reload(&mut agent).await;
+                start_reading(&agent, &mut reading, &mut again);
                 agent.refresh_verdicts();
                 due = Instant::now();
             }
@@ -156,8 +181,30 @@ pub async fn run(options: RunOptions) -> Result<(), AgentError> {
             }
             () = watch.changed() => {
                 // Let a multi-step write finish.
-                while tokio::time::timeout(FILE_QUIET, watch.changed()).await.is_ok() {}
-                reload(&mut agent).await;
+                quiet_until = Some(Instant::now() + FILE_QUIET);
+            }
+            () = sleep_until_some(quiet_until) => {
+                quiet_until = None;
+                start_reading(&agent, &mut reading, &mut again);
+            }
+            (read, began) = finished(&mut reading) => {
+                reading = None;
+                if let Some(read) = read {
+                    match agent.reloaded(read, began, Utc::now()).await {
+                        Ok(ReloadStep::Done(done)) => log_reload(Ok(done)),
+                        Ok(ReloadStep::ReadWhole(job)) => reading = Some(Reading::start(job, began)),
+                        Err(e) => log_reload(Err(e)),
+                    }
+                } else {
+                    warn!(
+                        deadline_s = READ_DEADLINE.as_secs(),
+                        "re-reading the policy file did not finish in time; the policy in force stays"
+                    );
+                    agent.stats.reload_failures += 1;
+                }
+                if reading.is_none() && std::mem::take(&mut again) {
+                    start_reading(&agent, &mut reading, &mut again);
+                }
             }
             () = tokio::time::sleep_until(wake) => {
                 match agent.reconcile(Utc::now()).await {
@@ -209,8 +256,67 @@ async fn next_events(reader: &mut Option<EventReader>) -> std::io::Result<Vec<At
     }
 }
 
-async fn reload(agent: &mut Agent) {
-    match agent.reload(Utc::now()).await {
+/// A re-read of the policy file on a blocking thread.
+struct Reading {
+    handle: tokio::task::JoinHandle<Result<crate::policy::Prepared, crate::policy::PolicyError>>,
+    began: std::time::Instant,
+    deadline: Instant,
+}
+
+impl Reading {
+    fn start(job: ReloadJob, began: std::time::Instant) -> Self {
+        Self {
+            handle: tokio::task::spawn_blocking(move || job.run()),
+            began,
+            deadline: Instant::now() + READ_DEADLINE,
+        }
+    }
+}
+
+/// Starts re-reading the policy file, or, when a re-read is under way,
+/// notes that the file must be read again once it is done.
+fn start_reading(agent: &Agent, reading: &mut Option<Reading>, again: &mut bool) {
+    if reading.is_some() {
+        *again = true;
+    } else {
+        *reading = Some(Reading::start(
+            agent.reload_job(),
+            std::time::Instant::now(),
+        ));
+    }
+}
+
+/// The result of the re-read under way (`None` if it missed its deadline
+/// or failed), with when it began; never when there is none.
+async fn finished(
+    reading: &mut Option<Reading>,
+) -> (
+    Option<Result<crate::policy::Prepared, crate::policy::PolicyError>>,
+    std::time::Instant,
+) {
+    let Some(r) = reading else {
+        return std::future::pending().await;
+    };
+    match tokio::time::timeout_at(r.deadline, &mut r.handle).await {
+        Ok(Ok(read)) => (Some(read), r.began),
+        Ok(Err(e)) => {
+            warn!(error = %e, "the thread re-reading the policy file failed");
+            (None, r.began)
+        }
+        Err(_) => (None, r.began),
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_reload(result: Result<Reload, AgentError>) {
+    match result {
         Ok(Reload::Applied { generation, done }) => {
             log_changes(&done);
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(

@@ -362,9 +362,12 @@ pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, Sta
 
     let interfaces = interfaces(location, &state, only_name.as_deref(), &entries, &names)?;
 
+    // Creations no agent could have seen (a tampered state) are left out,
+    // as the agent leaves them out: they could show an exemption open.
     let created: HashMap<String, chrono::DateTime<chrono::Utc>> = state
         .interface_created
         .iter()
+        .filter(|(name, at)| crate::state::plausible_creation(name, **at, chrono::Utc::now()))
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     let selected: Vec<usize> = match only {

@@ -25,6 +25,7 @@
 //! file be read VM by VM ([`super::update`]).
 
 use super::{
+    limits::MAX_SCALAR,
     raw::{Field, RawPolicy, RawVm},
     stream,
 };
@@ -44,7 +45,11 @@ pub struct Layout {
 /// Reads `text`, its VMs going to `vm` one at a time with their index; or
 /// `None` (some VMs may have gone to `vm` already).
 pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<(RawPolicy, Layout)> {
-    if !text.is_ascii() || u32::try_from(text.len()).is_err() {
+    // Printable ASCII and newlines only: a tab, a CR or a control
+    // character (which serde_norway's parser refuses, even in a comment)
+    // leaves the file to the other readers.
+    let printable = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\n';
+    if !text.as_bytes().iter().all(printable) || u32::try_from(text.len()).is_err() {
         return None;
     }
     let at = vms_line(text)?;
@@ -92,7 +97,8 @@ pub fn read_items(
     column: usize,
 ) -> Option<Vec<(usize, RawVm)>> {
     let part = text.get(..to)?;
-    if !part.get(from..)?.is_ascii() {
+    let printable = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\n';
+    if !part.get(from..)?.as_bytes().iter().all(printable) {
         return None;
     }
     let mut list = List::new(Some(column));
@@ -296,11 +302,13 @@ fn list(value: &str) -> Option<Vec<Field>> {
 /// `null`, `Null`, `NULL` and `~` are null. Quoted ones have no escape.
 fn scalar(text: &str, in_list: bool) -> Option<(Field, &str)> {
     let bytes = text.as_bytes();
-    match bytes.first()? {
+    let (field, rest) = match bytes.first()? {
         b'"' => {
             let close = text[1..].find(['"', '\\'])? + 1;
-            (bytes[close] == b'"')
-                .then(|| (Field::Text(text[1..close].to_owned()), &text[close + 1..]))
+            if bytes[close] != b'"' {
+                return None;
+            }
+            (Field::Text(text[1..close].to_owned()), &text[close + 1..])
         }
         b'\'' => {
             let close = text[1..].find('\'')? + 1;
@@ -308,7 +316,7 @@ fn scalar(text: &str, in_list: bool) -> Option<(Field, &str)> {
                 // `''` is a quote inside.
                 return None;
             }
-            Some((Field::Text(text[1..close].to_owned()), &text[close + 1..]))
+            (Field::Text(text[1..close].to_owned()), &text[close + 1..])
         }
         first => {
             let stops: &[u8] = if in_list { b" ,]" } else { b" " };
@@ -329,7 +337,12 @@ fn scalar(text: &str, in_list: bool) -> Option<(Field, &str)> {
             if !starts_well || !word.bytes().all(|b| safe(&b)) || word.ends_with(':') {
                 return None;
             }
-            Some((Field::Text(word.to_owned()), &text[len..]))
+            (Field::Text(word.to_owned()), &text[len..])
         }
+    };
+    // A value beyond the bound: the other readers say so.
+    match &field {
+        Field::Text(t) if t.len() > MAX_SCALAR => None,
+        _ => Some((field, rest)),
     }
 }

@@ -16,9 +16,12 @@
 //! agent keeps), and [`Desired`], every VM with its reason; a reason is
 //! found again when it is asked for ([`Policy::decide`]).
 
+mod agree;
 mod fast;
+pub mod limits;
 mod locate;
 mod model;
+mod names;
 mod offers;
 mod raw;
 pub mod report;
@@ -38,13 +41,16 @@ use std::{
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use agree::{ReadBy, readers_agree};
+pub use limits::{DEFAULT_MAX_POLICY_BYTES, Limits};
 pub use model::{
     Action, DEFAULT_CUTOFF, DEFAULT_PORTS, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS,
     Mode, Offer, Policy, Restricted, Subscription, Verdict, Vm,
 };
+pub use names::{MAX_IFNAME, check_ifname, check_name};
 pub use offers::BUILTIN_OFFERS;
-pub use update::Change;
-pub use validate::{MAX_IFNAME, check_ifname, parse_date, parse_prefix, parse_time};
+pub use update::{Applied, Base, Change, MAX_SPLICE, Prepared, prepare};
+pub use validate::{parse_date, parse_prefix, parse_time};
 pub use verdict::{
     Desired, Enforced, Facts, InterfaceVerdict, Reason, Restriction, Since, UNKNOWN_INTERFACE_CODE,
     Verdicts, VmVerdict, evaluate, fmt_time, unknown_reason, verdicts,
@@ -101,18 +107,16 @@ impl PolicyError {
     }
 }
 
-/// Reads and validates the policy at `path`. Messages name the file as
-/// `path` is given.
-pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    from_vec(path, read(path)?)
+/// Reads and validates the policy at `path`, within `limits`. Messages
+/// name the file as `path` is given.
+pub fn load(path: &Path, limits: Limits) -> Result<Policy, PolicyError> {
+    from_vec(path, read(path, limits)?)
 }
 
-/// The bytes of the policy file at `path`.
-pub fn read(path: &Path) -> Result<Vec<u8>, PolicyError> {
-    std::fs::read(path).map_err(|source| PolicyError::Io {
-        path: path.to_owned(),
-        source,
-    })
+/// The bytes of the policy file at `path`: a regular file within the size
+/// cap ([`limits::read`]).
+pub fn read(path: &Path, limits: Limits) -> Result<Vec<u8>, PolicyError> {
+    limits::read(path, limits)
 }
 
 /// Parses a policy file's bytes, already read from `path` (which is only
@@ -140,7 +144,7 @@ fn from_vec_hashed(
     let text =
         String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes(), &e.utf8_error()))?;
     let (mut policy, layout) = parse_text(&path.display().to_string(), &text, hash)?;
-    policy.source = Some(update::Source { text, layout });
+    policy.source = Some(std::sync::Arc::new(update::Source { text, layout }));
     Ok(policy)
 }
 
@@ -172,11 +176,34 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     parse_text(file, text, None).map(|(policy, _)| policy)
 }
 
+/// [`parse`] with serde_norway's reader only (the reference the other
+/// readers are checked against: [`agree`]).
+pub fn parse_by_serde(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    parse_with(file, text, None, Readers::SerdeOnly).map(|(policy, _)| policy)
+}
+
 /// The policy of `text`, and where its VMs are when [`fast`] read it.
 fn parse_text(
     file: &str,
     text: &str,
     hash: Option<String>,
+) -> Result<(Policy, Option<fast::Layout>), PolicyError> {
+    parse_with(file, text, hash, Readers::All)
+}
+
+/// Which readers [`parse_with`] may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readers {
+    All,
+    /// serde_norway's own only ([`agree`] compares the readers).
+    SerdeOnly,
+}
+
+fn parse_with(
+    file: &str,
+    text: &str,
+    hash: Option<String>,
+    readers: Readers,
 ) -> Result<(Policy, Option<fast::Layout>), PolicyError> {
     let diagnostic = |pos: locate::Pos, message: String| Diagnostic {
         file: file.to_owned(),
@@ -192,27 +219,46 @@ fn parse_text(
     }
     // The line reader for plainly written VMs; the streaming reader for any
     // other well-formed file; serde_norway's own (which holds the whole
-    // document) for its precise errors otherwise. Each starts afresh.
+    // document) for its precise errors otherwise, once the file is known to
+    // be within the structural bounds. Each starts afresh.
     let mut validator = validate::Validator::new();
     let mut layout = None;
-    let raw = if let Some((raw, found)) = fast::read(text, &mut |i, vm| validator.vm(i, vm)) {
+    let fast = match readers {
+        Readers::All => fast::read(text, &mut |i, vm| validator.vm(i, vm)),
+        Readers::SerdeOnly => None,
+    };
+    let raw = if let Some((raw, found)) = fast {
         layout = Some(found);
         raw
     } else {
         validator = validate::Validator::new();
-        match stream::read(text, &mut |i, vm| validator.vm(i, vm)) {
-            Some(raw) => raw,
-            None => match serde_norway::from_str::<raw::RawPolicy>(text) {
-                Ok(raw) => {
-                    validator = validate::Validator::new();
-                    raw
+        let streamed = match readers {
+            Readers::All => stream::read(text, &mut |i, vm| validator.vm(i, vm)),
+            Readers::SerdeOnly => Err(locate::Pos::START),
+        };
+        match streamed {
+            Ok(raw) => raw,
+            Err(stopped) => {
+                guarded(text, diagnostic)?;
+                if text.len() > limits::MAX_SERDE_BYTES {
+                    return Err(PolicyError::Invalid(too_large_for_serde(
+                        text, stopped, diagnostic,
+                    )));
                 }
-                Err(e) => return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic))),
-            },
+                match serde_norway::from_str::<raw::RawPolicy>(text) {
+                    Ok(raw) => {
+                        validator = validate::Validator::new();
+                        raw
+                    }
+                    Err(e) => {
+                        return Err(PolicyError::Invalid(serde_failed(text, &e, diagnostic)));
+                    }
+                }
+            }
         }
     };
     let hash = hash.unwrap_or_else(|| sha256_hex(text.as_bytes()));
-    let policy = validator.finish(raw, hash).map_err(|issues| {
+    let policy = validator.finish(raw, hash).map_err(|(issues, dropped)| {
         let mut locs: Vec<&locate::Loc> = Vec::with_capacity(issues.len() * 2);
         for issue in &issues {
             locs.push(&issue.at);
@@ -236,12 +282,13 @@ fn parse_text(
             })
             .collect();
         found.sort_by_key(|(pos, _)| *pos);
-        PolicyError::Invalid(
+        PolicyError::Invalid(limits::cap_counted(
             found
                 .into_iter()
                 .map(|(pos, message)| diagnostic(pos, message))
                 .collect(),
-        )
+            dropped,
+        ))
     })?;
     Ok((policy, layout))
 }
@@ -281,7 +328,63 @@ fn serde_failed(
         out.push((pos, message));
     }
     out.sort_by_key(|(pos, _)| *pos);
-    out.into_iter().map(|(p, m)| diagnostic(p, m)).collect()
+    limits::cap(out.into_iter().map(|(p, m)| diagnostic(p, m)).collect())
+}
+
+/// A file too large for serde_norway's reader (which holds about twenty
+/// times the file) that the streaming reader could not read: every
+/// duplicate key, unknown field and extra document in it, or, when there
+/// is none, where the streaming reader stopped.
+fn too_large_for_serde(
+    text: &str,
+    stopped: locate::Pos,
+    diagnostic: impl Fn(locate::Pos, String) -> Diagnostic,
+) -> Vec<Diagnostic> {
+    let found = locate::lint(text);
+    if !found.is_empty() {
+        return limits::cap(
+            found
+                .into_iter()
+                .map(|f| diagnostic(f.pos, f.message))
+                .collect(),
+        );
+    }
+    vec![diagnostic(
+        stopped,
+        format!(
+            "this is not a policy's structure (a value of the wrong shape, or a null where a mapping or list belongs); the file is over {} bytes, too large for a more precise message: check the part from here",
+            limits::MAX_SERDE_BYTES
+        ),
+    )]
+}
+
+/// `Ok` when `text` is within the structural bounds, else every breach.
+/// A syntax error is reported here too (with every duplicate key and
+/// unknown field before it): serde_norway's parser never sees a file that
+/// the event parser could not read to its end.
+fn guarded(
+    text: &str,
+    diagnostic: impl Fn(locate::Pos, String) -> Diagnostic,
+) -> Result<(), PolicyError> {
+    let found = limits::guard(text);
+    let found: Vec<Diagnostic> = if !found.breaches.is_empty() {
+        found
+            .breaches
+            .into_iter()
+            .map(|b| diagnostic(b.pos, b.message))
+            .collect()
+    } else if found.syntax_error {
+        locate::lint(text)
+            .into_iter()
+            .map(|f| diagnostic(f.pos, f.message))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(PolicyError::Invalid(limits::cap(found)))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

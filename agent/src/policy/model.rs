@@ -39,7 +39,7 @@ pub struct Policy {
     /// [`super::from_vec`]), and where its VMs are in it when the file is
     /// simple enough for a changed one to be read VM by VM
     /// ([`super::update`]).
-    pub(crate) source: Option<super::update::Source>,
+    pub(crate) source: Option<std::sync::Arc<super::update::Source>>,
 }
 
 impl Policy {

@@ -49,7 +49,11 @@ pub fn write_table(out: &mut dyn Write, policy: &Policy, facts: &Facts) -> io::R
             if i + 1 == cells.len() {
                 text.push_str(cell);
             } else {
-                let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+                // Padded by hand: a width beyond `u16::MAX` is out of range
+                // for the formatting machinery.
+                text.push_str(cell);
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                text.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.write_all(text.trim_end().as_bytes())?;

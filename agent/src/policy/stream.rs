@@ -8,45 +8,98 @@
 //! Each VM goes on to validation as soon as it is read.
 //!
 //! Anything unusual (a syntax error, a duplicate or unknown key, a value of
-//! the wrong shape, an alias to an unknown anchor, very deep nesting) gives
-//! `None`, and the caller reads the file with `serde_norway::from_str`, whose
-//! errors carry their positions.
+//! the wrong shape) gives `None`, and the caller reads the file with
+//! `serde_norway::from_str`, whose errors carry their positions. So does
+//! anything beyond the bounds ([`super::limits`]: an alias, a tag that is
+//! not the core schema's, a scalar too long, nesting too deep), which the
+//! caller then reports before serde_norway sees the file. Nothing is ever
+//! copied: with no aliases, a node is read once.
 
-use std::collections::HashMap;
-
-use saphyr_parser::{Event, Parser, ScalarStyle, StrInput};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, StrInput};
 use serde::de::DeserializeOwned;
 use serde_norway::{Mapping, Value, from_value};
 
-use super::raw::{Field, RawPolicy, RawVm};
-
-/// Deeper than this, leave it to serde_norway (and its recursion limit).
-const MAX_DEPTH: usize = 64;
+use super::{
+    limits::{MAX_DEPTH, MAX_SCALAR, core_tag},
+    locate::Pos,
+    raw::{Field, RawPolicy, RawVm},
+};
 
 struct Events<'a> {
     parser: Parser<'a, StrInput<'a>>,
-    anchors: HashMap<usize, Value>,
+    /// Where the last event read starts.
+    last: Marker,
+    /// Where the section or item being read starts.
+    node: Option<Marker>,
 }
 
 impl<'a> Events<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            parser: Parser::new_from_str(text),
+            last: Marker::new(0, 1, 0),
+            node: None,
+        }
+    }
+
     fn next(&mut self) -> Option<Event<'a>> {
         match self.parser.next_event() {
-            Some(Ok((event, _))) => Some(event),
-            Some(Err(_)) | None => None,
+            Some(Ok((event, span))) => {
+                self.last = span.start;
+                Some(event)
+            }
+            Some(Err(e)) => {
+                self.last = *e.marker();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Where reading stopped: the start of the section or item it was in.
+    fn stopped(&self) -> Pos {
+        let at = self.node.unwrap_or(self.last);
+        Pos {
+            line: at.line().max(1),
+            column: at.col() + 1,
         }
     }
 
     /// The node that starts with `first`, as a value.
     fn value(&mut self, first: Event<'a>, depth: usize) -> Option<Value> {
-        if depth > MAX_DEPTH {
+        // `depth` counts the collections around this node.
+        if depth >= MAX_DEPTH {
             return None;
         }
-        let (value, anchor) = match first {
-            Event::Scalar(text, style, anchor, tag) => {
+        let value = match first {
+            // Anchors serve nothing without aliases, and the two parsers
+            // read their names differently (`&g{`): leave them to
+            // serde_norway.
+            Event::Scalar(_, _, anchor, _)
+            | Event::SequenceStart(anchor, _)
+            | Event::MappingStart(anchor, _)
+                if anchor != 0 =>
+            {
+                return None;
+            }
+            Event::Scalar(text, style, _, tag) => {
+                if text.len() > MAX_SCALAR || tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
+                // A plain scalar cannot start with an indicator; the event
+                // parser lets some through in flow context (`{a: |}`,
+                // `{a: ?}`), which serde_norway's refuses; and the two read
+                // indicators inside a plain scalar of several words
+                // differently (`[a::? 5]`): leave such files to it.
+                if style == ScalarStyle::Plain
+                    && (!plain_start(&text) || text.contains(char::is_whitespace))
+                {
+                    return None;
+                }
                 let null = style == ScalarStyle::Plain
                     && tag.is_none()
                     && matches!(&*text, "" | "~" | "null" | "Null" | "NULL");
-                let value = if null {
+                if null {
                     Value::Null
                 } else {
                     // The scanner's buffer can be several times the text:
@@ -54,10 +107,12 @@ impl<'a> Events<'a> {
                     let mut text = text.into_owned();
                     text.shrink_to_fit();
                     Value::String(text)
-                };
-                (value, anchor)
+                }
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(_, tag) => {
+                if tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
                 let mut items = Vec::new();
                 loop {
                     match self.next()? {
@@ -65,9 +120,12 @@ impl<'a> Events<'a> {
                         e => items.push(self.value(e, depth + 1)?),
                     }
                 }
-                (Value::Sequence(items), anchor)
+                Value::Sequence(items)
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(_, tag) => {
+                if tag.as_ref().is_some_and(|t| !core_tag(t)) {
+                    return None;
+                }
                 let mut map = Mapping::new();
                 loop {
                     let key = match self.next()? {
@@ -81,20 +139,17 @@ impl<'a> Events<'a> {
                     let value = self.value(first, depth + 1)?;
                     map.insert(key, value);
                 }
-                (Value::Mapping(map), anchor)
+                Value::Mapping(map)
             }
-            Event::Alias(id) => return self.anchors.get(&id).cloned(),
             _ => return None,
         };
-        if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
-        }
         Some(value)
     }
 
     /// The next node, deserialised.
     fn read<T: DeserializeOwned>(&mut self) -> Option<T> {
         let first = self.next()?;
+        self.node = Some(self.last);
         from_value(self.value(first, 1)?).ok()
     }
 
@@ -102,15 +157,19 @@ impl<'a> Events<'a> {
     /// handed to `each` with their index.
     fn each<T: DeserializeOwned>(&mut self, each: &mut dyn FnMut(usize, T)) -> Option<()> {
         match self.next()? {
-            Event::SequenceStart(0, _) => {
+            Event::SequenceStart(0, None) => {
                 for i in 0.. {
                     match self.next()? {
                         Event::SequenceEnd => break,
-                        e => each(i, from_value(self.value(e, 2)?).ok()?),
+                        e => {
+                            self.node = Some(self.last);
+                            each(i, from_value(self.value(e, 2)?).ok()?);
+                        }
                     }
                 }
             }
             e => {
+                self.node = Some(self.last);
                 let items: Option<Vec<T>> = from_value(self.value(e, 1)?).ok()?;
                 for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
                     each(i, item);
@@ -121,14 +180,81 @@ impl<'a> Events<'a> {
     }
 }
 
+/// Whether `c` reads the same to both parsers: YAML's printable
+/// characters, less those YAML 1.1 (serde_norway's parser) takes for line
+/// breaks and YAML 1.2 (the event parser) does not: NEL, U+2028, U+2029.
+fn printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{10000}'..)
+        && !matches!(c, '\u{2028}' | '\u{2029}')
+        || ('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}'
+}
+
+/// The first line the event parser may read differently from serde_norway's
+/// (it is laxer): a tab in its leading whitespace, or a line that starts
+/// with `?` or `:` and a space (an explicit key, or a key whose `:` is on
+/// the next line). No policy needs either.
+fn unusual_line(text: &str) -> Option<Pos> {
+    let tabs = memchr::memchr(b'\t', text.as_bytes()).is_some();
+    for (i, line) in text.split('\n').enumerate() {
+        let rest = line.trim_start_matches([' ', '\t']);
+        let lead = &line[..line.len() - rest.len()];
+        let at = |col: usize| Pos {
+            line: i + 1,
+            column: col + 1,
+        };
+        if tabs && let Some(col) = lead.find('\t') {
+            return Some(at(col));
+        }
+        let indicator = matches!(rest.as_bytes().first(), Some(b'?' | b':'))
+            && matches!(rest.as_bytes().get(1), None | Some(b' ' | b'\t'));
+        if indicator {
+            return Some(at(lead.len()));
+        }
+    }
+    None
+}
+
+/// Whether a plain scalar starts as serde_norway's parser allows: not with
+/// an indicator, nor with `?` or `:` (indicators in flow context whatever
+/// follows), nor with `-` followed by a space, a flow indicator or nothing.
+fn plain_start(text: &str) -> bool {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(
+            '|' | '>' | '@' | '`' | '%' | '!' | '&' | '*' | '#' | '\'' | '"' | '{' | '}' | '['
+            | ']' | ',' | '?' | ':',
+        ) => false,
+        Some('-') => !matches!(
+            chars.next(),
+            None | Some(' ' | '\t' | ',' | '[' | ']' | '{' | '}')
+        ),
+        _ => true,
+    }
+}
+
 /// The file as serde reads it, but for its VMs, which go to `vm` one at a
-/// time with their index; or `None` to read it with serde_norway's own
-/// parser (some VMs may have gone to `vm` already).
-pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Option<RawPolicy> {
+/// time with their index; or where it stopped (the start of the section or
+/// item it was reading), to read it with serde_norway's own parser (some
+/// VMs may have gone to `vm` already).
+pub fn read(text: &str, vm: &mut dyn FnMut(usize, RawVm)) -> Result<RawPolicy, Pos> {
     let mut raw = RawPolicy::default();
     let mut seen: Vec<String> = Vec::new();
-    read_part(text, false, &mut raw, &mut seen, vm)?;
-    Some(raw)
+    if !text.chars().all(printable) {
+        // serde_norway's parser refuses a control character anywhere
+        // (even in a comment), and takes NEL for a line break; the event
+        // parser may not.
+        return Err(Pos::START);
+    }
+    if let Some(at) = unusual_line(text) {
+        // The two parsers may read these differently: leave the file to
+        // serde_norway.
+        return Err(at);
+    }
+    let mut events = Events::new(text);
+    match read_events(&mut events, false, &mut raw, &mut seen, vm) {
+        Some(()) => Ok(raw),
+        None => Err(events.stopped()),
+    }
 }
 
 /// Reads the top-level mapping of `text` (a whole file, or a part of one
@@ -142,10 +268,16 @@ pub fn read_part(
     seen: &mut Vec<String>,
     vm: &mut dyn FnMut(usize, RawVm),
 ) -> Option<()> {
-    let mut events = Events {
-        parser: Parser::new_from_str(text),
-        anchors: HashMap::new(),
-    };
+    read_events(&mut Events::new(text), may_be_empty, raw, seen, vm)
+}
+
+fn read_events(
+    events: &mut Events<'_>,
+    may_be_empty: bool,
+    raw: &mut RawPolicy,
+    seen: &mut Vec<String>,
+    vm: &mut dyn FnMut(usize, RawVm),
+) -> Option<()> {
     if !matches!(events.next()?, Event::StreamStart) {
         return None;
     }
@@ -160,7 +292,7 @@ pub fn read_part(
     loop {
         let key = match events.next()? {
             Event::MappingEnd => break,
-            Event::Scalar(key, ..) => key,
+            Event::Scalar(key, _, _, None) => key,
             _ => return None,
         };
         if seen.iter().any(|k| *k == key) {

@@ -11,8 +11,13 @@
 //! plainly, a duplicate name or interface, any error) reads the whole file
 //! as at the start, so what is accepted, and every diagnostic, is what a
 //! full read gives.
+//!
+//! A running agent does the costly part off its event loop ([`prepare`]:
+//! the comparison, and a whole read), and only puts a small change in
+//! place on the loop ([`Policy::apply`]): at most [`MAX_SPLICE`] bytes of
+//! VMs are read there.
 
-use std::{collections::HashSet, path::Path};
+use std::{collections::HashSet, path::Path, sync::Arc};
 
 use super::{
     Policy, PolicyError, Vm,
@@ -21,10 +26,14 @@ use super::{
     validate::{Checker, SubNames, check_vm, resolve_subscriptions},
 };
 
+/// The most bytes of changed VMs put in place on the agent's event loop; a
+/// larger change is read whole, off the loop.
+pub const MAX_SPLICE: usize = 1 << 20;
+
 /// The text of a policy file, and where its VMs are in it (when [`fast`]
-/// read it).
-#[derive(Clone, Debug)]
-pub(crate) struct Source {
+/// read it). Shared (`Arc`) with the reads of the next version.
+#[derive(Debug)]
+pub struct Source {
     pub(crate) text: String,
     pub(crate) layout: Option<Layout>,
 }
@@ -43,7 +52,134 @@ pub enum Change {
     Whole,
 }
 
+/// What a read of a new version of the file needs of the policy in force;
+/// cheap to clone, and to send to another thread.
+#[derive(Clone, Debug)]
+pub struct Base {
+    hash: String,
+    /// The hash of a version already rejected.
+    rejected: Option<String>,
+    source: Option<Arc<Source>>,
+}
+
+/// A version of the policy file, compared with the policy in force and,
+/// unless only a few VMs changed, read whole.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The bytes of the policy in force.
+    InForce,
+    /// The bytes of the version already rejected.
+    Rejected,
+    /// Only VMs changed, few enough to be put in place by [`Policy::apply`].
+    Splice {
+        bytes: Vec<u8>,
+        hash: String,
+        plan: Plan,
+        against: Arc<Source>,
+    },
+    /// Read whole.
+    Whole {
+        hash: String,
+        result: Result<Box<Policy>, PolicyError>,
+    },
+}
+
+/// What [`Policy::apply`] did with a [`Prepared`] version.
+#[derive(Debug)]
+pub enum Applied {
+    /// It is the policy in force (nothing changed).
+    InForce,
+    /// It is the version already rejected.
+    Rejected,
+    /// It is in force now.
+    Changed { hash: String, change: Change },
+    /// It is invalid; the policy in force stays.
+    Invalid { hash: String, error: PolicyError },
+    /// The change could not be put in place: read these bytes whole
+    /// ([`prepare`] with no base) and apply that.
+    ReadWhole { bytes: Vec<u8>, hash: String },
+}
+
+/// Off the event loop: compares `bytes` (the file at `path` now) with the
+/// policy in force (`base`, or none to read the bytes whole) and reads them
+/// whole unless only a few VMs changed.
+pub fn prepare(path: &Path, bytes: Vec<u8>, base: Option<&Base>) -> Prepared {
+    let hash = super::sha256_hex(&bytes);
+    if let Some(base) = base {
+        if hash == base.hash {
+            return Prepared::InForce;
+        }
+        if base.rejected.as_deref() == Some(hash.as_str()) {
+            return Prepared::Rejected;
+        }
+        if let Some(source) = &base.source
+            && let Some(layout) = &source.layout
+            && let Some(plan) = plan(&source.text, layout, &bytes)
+            && plan.to_new - plan.from <= MAX_SPLICE
+        {
+            return Prepared::Splice {
+                bytes,
+                hash,
+                plan,
+                against: Arc::clone(source),
+            };
+        }
+    }
+    let result = from_vec_hashed(path, bytes, Some(hash.clone())).map(Box::new);
+    Prepared::Whole { hash, result }
+}
+
 impl Policy {
+    /// What a read of the next version needs; `rejected` is the hash of a
+    /// version already rejected.
+    pub fn base(&self, rejected: Option<&str>) -> Base {
+        Base {
+            hash: self.hash.clone(),
+            rejected: rejected.map(str::to_owned),
+            source: self.source.clone(),
+        }
+    }
+
+    /// Makes a [`Prepared`] version the policy in force when it is valid.
+    /// Costs at most [`MAX_SPLICE`] bytes of VMs read.
+    pub fn apply(&mut self, prepared: Prepared) -> Applied {
+        match prepared {
+            Prepared::InForce => Applied::InForce,
+            Prepared::Rejected => Applied::Rejected,
+            Prepared::Whole { hash, result } => match result {
+                Ok(policy) => {
+                    *self = *policy;
+                    Applied::Changed {
+                        hash,
+                        change: Change::Whole,
+                    }
+                }
+                Err(error) => Applied::Invalid { hash, error },
+            },
+            Prepared::Splice {
+                bytes,
+                hash,
+                plan,
+                against,
+            } => {
+                let current = self
+                    .source
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &against));
+                drop(against);
+                let tried = if current {
+                    self.splice_planned(bytes, &hash, plan)
+                } else {
+                    Err(bytes)
+                };
+                match tried {
+                    Ok(change) => Applied::Changed { hash, change },
+                    Err(bytes) => Applied::ReadWhole { bytes, hash },
+                }
+            }
+        }
+    }
+
     /// Makes this the policy of the file at `path` whose bytes are now
     /// `bytes` (sha256 `hash`): only the VMs that changed when the change is
     /// within the list of VMs, otherwise the whole file. On an error the
@@ -73,6 +209,23 @@ impl Policy {
         let Some(plan) = plan(&source.text, layout, &bytes) else {
             return Err(bytes);
         };
+        self.splice_planned(bytes, hash, plan)
+    }
+
+    /// Puts the VMs of `plan` (made against the source in force) in place,
+    /// or gives the bytes back.
+    fn splice_planned(
+        &mut self,
+        bytes: Vec<u8>,
+        hash: &str,
+        plan: Plan,
+    ) -> Result<Change, Vec<u8>> {
+        let Some(source) = &self.source else {
+            return Err(bytes);
+        };
+        let Some(layout) = &source.layout else {
+            return Err(bytes);
+        };
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => return Err(e.into_bytes()),
@@ -84,7 +237,7 @@ impl Policy {
         let (item_starts, raws): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
         // Validate the new VMs as a full read would; any problem: a full
         // read, which reports it where it is.
-        let mut c = Checker { issues: Vec::new() };
+        let mut c = Checker::default();
         let mut names = SubNames::default();
         let mut vms: Vec<Vm> = raws
             .into_iter()
@@ -136,10 +289,10 @@ impl Policy {
         for i in plan.first..plan.first + added {
             self.index.insert(&self.vms, i);
         }
-        self.source = Some(Source {
+        self.source = Some(Arc::new(Source {
             text,
             layout: Some(layout),
-        });
+        }));
         hash.clone_into(&mut self.hash);
         Ok(Change::Vms {
             at: plan.first,
@@ -151,7 +304,7 @@ impl Policy {
 
 /// Which VMs a change touches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Plan {
+pub struct Plan {
     /// The first VM touched, and how many.
     first: usize,
     count: usize,

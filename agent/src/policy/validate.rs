@@ -13,11 +13,13 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use ipnet::IpNet;
 
 use super::{
-    locate::{Loc, Path, yaml_path},
+    limits::{MAX_ERRORS, MAX_NAME},
+    locate::{Loc, Path, Seg, yaml_path},
     model::{
         Action, AttachGlobs, Enforcement, Exemption, ExemptionRule, Hook, MAX_PORTS, Mode, Offer,
         Policy, Restricted, Subscription, Verdict, Vm, VmIndex, compile_glob,
     },
+    names::{check_ifname, check_name, shown, what_char},
     offers,
     raw::{Field, RawEnforcement, RawExemption, RawOffers, RawPolicy, RawSubscription, RawVm},
     vm_key,
@@ -30,38 +32,6 @@ pub struct Issue {
     pub message: String,
     /// For a duplicate: the first occurrence, whose line the message adds.
     pub first: Option<Loc>,
-}
-
-/// Linux's longest interface name (IFNAMSIZ less the NUL).
-pub const MAX_IFNAME: usize = 15;
-
-/// Checks an interface name as Linux would.
-pub fn check_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("interface name is empty".to_owned());
-    }
-    if name.len() > MAX_IFNAME {
-        return Err(format!(
-            "interface name `{name}` is {} bytes long; Linux allows at most {MAX_IFNAME}",
-            name.len()
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err(format!("interface name `{name}` is not allowed by Linux"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
-    {
-        return Err(format!(
-            "interface name `{name}` contains {}, which Linux does not allow",
-            match c {
-                '/' | ':' => format!("`{c}`"),
-                _ => "whitespace".to_owned(),
-            }
-        ));
-    }
-    Ok(())
 }
 
 /// Reads a `YYYY-MM-DD` day.
@@ -134,13 +104,40 @@ fn enum_names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static s
     all.iter().map(|v| name(*v)).collect()
 }
 
+/// The issues found so far. Only as many are kept as a report can show:
+/// once more than [`MAX_ERRORS`] issues of VMs are kept, an issue of a VM
+/// after the last of those is only counted (VMs are in file order, so the
+/// first issues in the file are all kept), and memory stays bounded
+/// whatever the number of errors.
+#[derive(Default)]
 pub(crate) struct Checker {
     pub(crate) issues: Vec<Issue>,
+    /// Issues found and not kept.
+    pub(crate) dropped: usize,
+    vm_issues: usize,
+    last_vm: usize,
 }
 
 impl Checker {
+    fn push(&mut self, issue: Issue) {
+        let path = match &issue.at {
+            Loc::Value(p) | Loc::Key(p) => p,
+        };
+        if let [Seg::Key(k), Seg::Index(i), ..] = path.as_slice()
+            && k == "vms"
+        {
+            if self.vm_issues > MAX_ERRORS && *i > self.last_vm {
+                self.dropped += 1;
+                return;
+            }
+            self.vm_issues += 1;
+            self.last_vm = self.last_vm.max(*i);
+        }
+        self.issues.push(issue);
+    }
+
     fn error(&mut self, at: Loc, message: String) {
-        self.issues.push(Issue {
+        self.push(Issue {
             at,
             message,
             first: None,
@@ -148,7 +145,7 @@ impl Checker {
     }
 
     fn duplicate(&mut self, at: Loc, first: Loc, message: String) {
-        self.issues.push(Issue {
+        self.push(Issue {
             at,
             message,
             first: Some(first),
@@ -200,6 +197,24 @@ impl Checker {
             Field::Text(t) if !t.is_empty() => Some(t),
             _ => {
                 self.error(Loc::Value(path()), format!("empty {what} in `{list}`"));
+                None
+            }
+        }
+    }
+
+    /// A required name: [`Checker::required`], then [`check_name`].
+    fn name(
+        &mut self,
+        field: Field,
+        key: &str,
+        whose: &str,
+        path: impl Fn() -> Path,
+    ) -> Option<String> {
+        let text = self.required(field, key, whose, &path)?;
+        match check_name(key, &text) {
+            Ok(()) => Some(text),
+            Err(why) => {
+                self.error(Loc::Value(path()), why);
                 None
             }
         }
@@ -313,7 +328,7 @@ impl Default for Validator {
 impl Validator {
     pub fn new() -> Self {
         Self {
-            c: Checker { issues: Vec::new() },
+            c: Checker::default(),
             vms: Vec::new(),
             sub_names: SubNames::default(),
         }
@@ -327,7 +342,8 @@ impl Validator {
 
     /// The rest of the file (its `vms`, if any, come after those given to
     /// [`Validator::vm`]).
-    pub fn finish(mut self, raw: RawPolicy, hash: String) -> Result<Policy, Vec<Issue>> {
+    /// On errors: those kept, and how many more there are.
+    pub fn finish(mut self, raw: RawPolicy, hash: String) -> Result<Policy, (Vec<Issue>, usize)> {
         for v in raw.vms.unwrap_or_default() {
             self.vm(self.vms.len(), v);
         }
@@ -356,7 +372,7 @@ impl Validator {
                 source: None,
             })
         } else {
-            Err(c.issues)
+            Err((c.issues, c.dropped))
         }
     }
 }
@@ -501,6 +517,31 @@ fn check_attach(c: &mut Checker, globs: Vec<Field>) -> (Vec<String>, AttachGlobs
         let Some(glob) = c.item(field, "glob", "attach", here) else {
             continue;
         };
+        if let Some(ch) = glob
+            .chars()
+            .find(|c| matches!(c, '/' | ':' | '%') || c.is_whitespace() || c.is_control())
+        {
+            c.error(
+                Loc::Value(here()),
+                format!(
+                    "bad `attach` glob `{}`: it contains {}, which no interface name has",
+                    shown(&glob),
+                    what_char(ch)
+                ),
+            );
+            continue;
+        }
+        if glob.len() > MAX_NAME {
+            c.error(
+                Loc::Value(here()),
+                format!(
+                    "bad `attach` glob `{}`: {} bytes long; globs are at most {MAX_NAME} bytes",
+                    shown(&glob),
+                    glob.len()
+                ),
+            );
+            continue;
+        }
         match compile_glob(&glob) {
             Ok(_) => patterns.push(glob),
             Err(why) => c.error(
@@ -527,6 +568,10 @@ fn offer_table(c: &mut Checker, raw: RawOffers) -> BTreeMap<String, Offer> {
         let at = || yaml_path!["offers", name.as_str()];
         if name.is_empty() {
             c.error(Loc::Key(at()), "offer name is empty".to_owned());
+            continue;
+        }
+        if let Err(why) = check_name("offer", &name) {
+            c.error(Loc::Key(at()), why);
             continue;
         }
         let builtin = offers::builtin(&name);
@@ -619,8 +664,8 @@ fn subscriptions(
     let mut subs = Vec::with_capacity(raw.len());
     for (i, s) in raw.into_iter().enumerate() {
         let whose = "every subscription";
-        let id = c.required(s.id, "id", whose, || yaml_path!["subscriptions", i, "id"]);
-        let offer_name = c.required(s.offer, "offer", whose, || {
+        let id = c.name(s.id, "id", whose, || yaml_path!["subscriptions", i, "id"]);
+        let offer_name = c.name(s.offer, "offer", whose, || {
             yaml_path!["subscriptions", i, "offer"]
         });
         let created = c
@@ -723,8 +768,8 @@ fn check_exemption(
 
 pub(crate) fn check_vm(c: &mut Checker, sub_names: &mut SubNames, i: usize, v: RawVm) -> Vm {
     let whose = "every VM";
-    let name = c.required(v.name, "name", whose, || yaml_path!["vms", i, "name"]);
-    let subscription = c.required(v.subscription, "subscription", whose, || {
+    let name = c.name(v.name, "name", whose, || yaml_path!["vms", i, "name"]);
+    let subscription = c.name(v.subscription, "subscription", whose, || {
         yaml_path!["vms", i, "subscription"]
     });
     let interface = match v.interface {

@@ -1,8 +1,11 @@
 //! Tests of the policy engine: rules, validation messages, the example
 //! policy, reports.
 
+mod alloc;
 mod example;
 mod fast;
+mod hostile;
+mod readers;
 mod report;
 mod scale;
 mod stream;

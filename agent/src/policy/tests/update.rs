@@ -235,3 +235,84 @@ fn successive_edits_stay_in_step_with_full_reads() {
         }
     }
 }
+
+/// The agent's reload in two steps: [`prepare`] (off the event loop),
+/// then [`Policy::apply`] (on it), gives what `update` gives, and reads at
+/// most `MAX_SPLICE` bytes of VMs in `apply`.
+#[test]
+fn prepared_then_applied() {
+    use crate::policy::{Applied, MAX_SPLICE, Prepared, prepare};
+    let path = Path::new("p.yaml");
+    let old = big_policy(100);
+    let mut policy = full(&old).expect("valid");
+    let base = policy.base(None);
+
+    assert!(matches!(
+        prepare(path, old.as_bytes().to_vec(), Some(&base)),
+        Prepared::InForce
+    ));
+    // One VM changed: put in place by `apply`.
+    let new = old.replace("interface: tap7\n", "interface: tap7x\n");
+    let prepared = prepare(path, new.as_bytes().to_vec(), Some(&base));
+    assert!(matches!(prepared, Prepared::Splice { .. }), "{prepared:?}");
+    let mut other = full(&old).expect("valid");
+    match policy.apply(prepared) {
+        Applied::Changed {
+            change: Change::Vms { at: 6, .. },
+            ..
+        } => {}
+        a => panic!("{a:?}"),
+    }
+    same(&policy, &full(&new).expect("valid"));
+    // A plan made against another version is not applied: read whole.
+    let prepared = prepare(path, new.as_bytes().to_vec(), Some(&base));
+    let bytes = match other.apply(prepared) {
+        Applied::ReadWhole { bytes, .. } => bytes,
+        a => panic!("{a:?}"),
+    };
+    match other.apply(prepare(path, bytes, None)) {
+        Applied::Changed {
+            change: Change::Whole,
+            ..
+        } => {}
+        a => panic!("{a:?}"),
+    }
+    same(&other, &policy);
+    // The version rejected before is not read again.
+    let bad = old.replace("interface: tap7\n", "interface: tap:7\n");
+    let base = policy.base(Some(&sha256_hex(bad.as_bytes())));
+    assert!(matches!(
+        prepare(path, bad.as_bytes().to_vec(), Some(&base)),
+        Prepared::Rejected
+    ));
+    // Invalid: read whole (off the loop) for the diagnostics; the policy
+    // stays.
+    let base = policy.base(None);
+    let bytes = match policy.apply(prepare(path, bad.as_bytes().to_vec(), Some(&base))) {
+        Applied::ReadWhole { bytes, .. } => bytes,
+        a => panic!("{a:?}"),
+    };
+    match policy.apply(prepare(path, bytes, None)) {
+        Applied::Invalid { error, .. } => {
+            assert!(error.to_string().contains("tap:7"), "{error}");
+        }
+        a => panic!("{a:?}"),
+    }
+    same(&policy, &full(&new).expect("valid"));
+    // More than MAX_SPLICE bytes of VMs changed: read whole, off the loop.
+    let many = big_policy(MAX_SPLICE / 100);
+    let mut policy = full(&many).expect("valid");
+    let changed = many.replace("started: 2021-02-01", "started: 2021-02-02");
+    match prepare(path, changed.as_bytes().to_vec(), Some(&policy.base(None))) {
+        p @ Prepared::Whole { .. } => {
+            assert!(matches!(
+                policy.apply(p),
+                Applied::Changed {
+                    change: Change::Whole,
+                    ..
+                }
+            ));
+        }
+        p => panic!("{p:?}"),
+    }
+}

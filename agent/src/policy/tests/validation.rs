@@ -611,7 +611,9 @@ fn load_names_the_file_as_given() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("bad.yaml");
     std::fs::write(&path, "version: 1\nvms:\n  - {name: a}\n").expect("write");
-    let e = load(&path).err().map(|e| e.to_string());
+    let e = load(&path, crate::policy::Limits::default())
+        .err()
+        .map(|e| e.to_string());
     assert_eq!(
         e.as_deref(),
         Some(
@@ -625,7 +627,9 @@ fn load_names_the_file_as_given() {
     );
 
     std::fs::write(&path, b"version: 1\n# caf\xe9\n").expect("write");
-    let e = load(&path).err().map(|e| e.to_string());
+    let e = load(&path, crate::policy::Limits::default())
+        .err()
+        .map(|e| e.to_string());
     assert_eq!(
         e,
         Some(format!(
@@ -635,7 +639,7 @@ fn load_names_the_file_as_given() {
     );
 
     let missing = dir.join("missing.yaml");
-    match load(&missing) {
+    match load(&missing, crate::policy::Limits::default()) {
         Err(PolicyError::Io { path: p, source }) => {
             assert_eq!(p, missing);
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);

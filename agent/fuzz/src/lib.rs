@@ -1,0 +1,5 @@
+//! The agent's policy engine, compiled on its own for the fuzzer.
+#![allow(clippy::all, clippy::pedantic)]
+
+#[path = "../../src/policy/mod.rs"]
+pub mod policy;
