@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cmd;
 pub mod datapath;
+pub mod desired;
 pub mod events;
 pub mod metrics;
 pub mod netdev;

@@ -10,7 +10,7 @@ use std::{path::PathBuf, time::Instant};
 use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
-use super::{Agent, AgentError, Reload};
+use super::core::{Agent, AgentError, Reload};
 use crate::{
     policy::{self, Change, PolicyError},
     state::RejectedPolicy,
