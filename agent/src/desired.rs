@@ -82,11 +82,11 @@ pub fn target(policy: &Policy, verdicts: &Verdicts, dev: &NetDev) -> Option<Targ
             && e.action != policy::Action::Drop,
         record: EnforcedInterface {
             name: dev.name.clone(),
-            hook: hook.to_string(),
+            hook,
             kind: dev.kind.to_string(),
-            coverage: placement.coverage.as_str().to_owned(),
+            coverage: placement.coverage,
             vm: enforced.vm.map(|i| policy.vms[i].name.to_string()),
-            verdict: enforced.verdict.as_str().to_owned(),
+            verdict: enforced.verdict,
             key: enforced.key,
         },
     })

@@ -11,6 +11,7 @@ pub mod netdev;
 pub mod placement;
 pub mod policy;
 pub mod state;
+pub mod table;
 pub mod watch;
 
 /// An error and its causes, each once: "a: b: c". Our error enums often

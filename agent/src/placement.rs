@@ -38,7 +38,25 @@ impl Coverage {
         }
     }
 
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
     pub const ALL: [Coverage; 3] = [Coverage::Verified, Coverage::Reasoned, Coverage::Unverified];
+}
+
+impl serde::Serialize for Coverage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Coverage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        Coverage::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a coverage: {text:?}")))
+    }
 }
 
 /// Where the program goes on one interface.

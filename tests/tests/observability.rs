@@ -975,11 +975,13 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         // shows the policy and the interfaces, no VMs, and says why.
         let status = agent.stop()?;
         ensure!(status.code() == Some(0), "SIGTERM: {status}");
-        let copy = egress_guard::state::StateDir::for_pin_dir(agent.pin_dir()).policy_file();
+        let state_dir = egress_guard::state::StateDir::for_pin_dir(agent.pin_dir());
+        let hash = egress_guard::policy::sha256_hex(&std::fs::read(s.policy_path())?);
+        // The copy is named after the sha256 of the policy in force.
+        let copy = state_dir.policy_file(&hash);
         let text = std::fs::read_to_string(&copy).with_context(|| copy.display().to_string())?;
         ensure!(
-            egress_guard::policy::sha256_hex(text.as_bytes())
-                == egress_guard::policy::sha256_hex(&std::fs::read(s.policy_path())?),
+            egress_guard::policy::sha256_hex(text.as_bytes()) == hash,
             "the copy in {} is the policy in force",
             copy.display()
         );
@@ -1009,14 +1011,21 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
             ensure!(out.stderr.contains(warning), "the warning: {}", out.stderr);
             Ok(())
         };
-        // Another file than the state names...
-        damaged_status("does not match the state's sha256")?;
-        // ... or the file it names, which this build cannot read.
+        // A copy whose bytes are not the sha256 it is named after...
+        damaged_status("does not match the sha256 it is named after")?;
+        // ... or one that is, which this build cannot read.
+        let damaged_hash = egress_guard::policy::sha256_hex(damaged.as_bytes());
+        std::fs::rename(&copy, state_dir.policy_file(&damaged_hash))?;
         let state_file = copy.with_file_name("state.json");
         let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file)?)?;
-        state["policy"]["hash"] = egress_guard::policy::sha256_hex(damaged.as_bytes()).into();
+        state["policy"]["hash"] = damaged_hash.into();
         std::fs::write(&state_file, serde_json::to_vec(&state)?)?;
         damaged_status("does not read with this build")?;
+        // ... or none at all.
+        std::fs::remove_file(
+            state_dir.policy_file(&egress_guard::policy::sha256_hex(damaged.as_bytes())),
+        )?;
+        damaged_status("the copy of the policy in force is missing")?;
         Ok(())
     })();
     with_agent_output(&agent, r)

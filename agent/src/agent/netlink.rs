@@ -100,7 +100,7 @@ impl Agent {
         );
         warn_placement(&target);
         let mut record = target.record;
-        record.hook = hook.to_string();
+        record.hook = hook;
         self.state.interfaces.insert(dev.index, record);
         self.save()?;
         Ok(AfterLinkEvent::Reconcile)

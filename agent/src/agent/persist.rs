@@ -46,13 +46,11 @@ impl Agent {
         self.state.interfaces = interfaces;
         self.state.evaluated_at = self.verdicts.as_ref().map(|v| v.at);
         self.state.version = crate::state::STATE_VERSION;
-        // A state of version 1 had a record of every VM: `status` reads the
-        // policy copy instead.
-        self.state.vms = Vec::new();
         if self.copied.as_deref() != Some(self.policy.hash.as_str())
             && let Some(text) = self.policy.text()
         {
-            self.states.save_policy(text.as_bytes())?;
+            self.states
+                .save_policy(&self.policy.hash, text.as_bytes())?;
             self.copied = Some(self.policy.hash.clone());
         }
         self.save()

@@ -71,7 +71,7 @@ impl Agent {
         done.enforced = enforced.len();
         done.blocked = enforced
             .values()
-            .filter(|r| r.verdict == policy::Verdict::Block.as_str())
+            .filter(|r| r.verdict == policy::Verdict::Block)
             .count();
         self.record(now, generation, enforced)?;
         self.retain_attempts();
@@ -180,7 +180,7 @@ impl Agent {
                 }
             };
             let mut record = target.record.clone();
-            record.hook = hook.to_string();
+            record.hook = hook;
             enforced.insert(target.dev.index, record);
         }
         Ok(enforced)

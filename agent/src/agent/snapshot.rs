@@ -90,13 +90,13 @@ impl Agent {
             .map(|h| (h.as_str().to_owned(), 0))
             .collect();
         for record in self.state.interfaces.values() {
-            *hooks.entry(record.hook.clone()).or_default() += 1;
+            *hooks.entry(record.hook.as_str().to_owned()).or_default() += 1;
         }
         snapshot.interfaces_by_hook = hooks.into_iter().collect();
         let mut kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
         for record in self.state.interfaces.values() {
             *kinds
-                .entry((record.kind.clone(), record.coverage.clone()))
+                .entry((record.kind.clone(), record.coverage.as_str().to_owned()))
                 .or_default() += 1;
         }
         snapshot.interfaces_by_kind = kinds.into_iter().collect();

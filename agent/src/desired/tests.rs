@@ -79,7 +79,7 @@ fn each_enforced_interface_gets_its_entry_and_its_hook() {
     // XDP cannot see a macvtap's guest frames: tcx egress, said why.
     assert_eq!(t[1].hook, Hook::TcEgress);
     assert!(t[1].placement.overridden.is_some());
-    assert_eq!(t[1].record.hook, "tc-egress");
+    assert_eq!(t[1].record.hook, Hook::TcEgress);
     assert_eq!(t[1].record.kind, "macvtap");
     // An interface only a glob names: blocked, under its own key.
     assert_eq!(t[2].entry.verdict, VERDICT_BLOCK);
