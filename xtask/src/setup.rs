@@ -47,6 +47,9 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "nftables",
     "netsniff-ng",
+    // The hypervisor-device benchmark's attach window: a tap as QEMU
+    // creates it (`-netdev tap`, no guest booted).
+    "qemu-system-x86",
 ];
 /// Debian packages needed only to build bpf-linker.
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
