@@ -27,7 +27,7 @@ pub struct Args {
     /// Fewer repeats and a shorter idle window.
     #[arg(long)]
     quick: bool,
-    /// Only these benchmarks (comma-separated: datapath, throughput, drop, control, churn); the report is written only with --out.
+    /// Only these benchmarks (comma-separated: datapath, throughput, drop, control, churn, taps); the report is written only with --out (`--only taps --out BENCHMARKS.md` replaces just its section).
     #[arg(long, value_name = "LIST")]
     only: Option<String>,
     /// Where the report goes [default: BENCHMARKS.md at the workspace root].
