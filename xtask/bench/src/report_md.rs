@@ -778,6 +778,7 @@ fn missed(out: &mut String, r: &Results, figures: &[Figure]) {
                 "4 control" => CONTROL_WHY.to_owned(),
                 "5 churn" => CHURN_WHY.to_owned(),
                 "6 idle" => IDLE_WHY.to_owned(),
+                "7 taps" => crate::hv::report::MISSED_WHY.to_owned(),
                 _ => String::new(),
             };
             for line in why.lines() {
