@@ -35,7 +35,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
-use egress_guard_common::maps::{AttemptEvent, EVENT_AUDIT, FAMILY_V4, FAMILY_V6};
+use egress_guard_common::maps::{AttemptEvent, FAMILY_V4, FAMILY_V6};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::info;
 
@@ -51,29 +51,6 @@ pub const MAX_OPEN_WINDOWS: usize = 16_384;
 
 /// The `tracing` target of the attempt log lines.
 pub const LOG_TARGET: &str = "egress_guard::attempts";
-
-/// Decodes one ring-buffer record (see [`AttemptEvent`]); `None` if it is
-/// not one.
-pub fn decode(bytes: &[u8]) -> Option<AttemptEvent> {
-    fn array<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
-        bytes.get(at..at + N)?.try_into().ok()
-    }
-    if bytes.len() != std::mem::size_of::<AttemptEvent>() {
-        return None;
-    }
-    Some(AttemptEvent {
-        ts_ns: u64::from_ne_bytes(array(bytes, 0)?),
-        vm_key: u64::from_ne_bytes(array(bytes, 8)?),
-        ifindex: u32::from_ne_bytes(array(bytes, 16)?),
-        src_port: array(bytes, 20)?,
-        dst_port: array(bytes, 22)?,
-        src: array(bytes, 24)?,
-        dst: array(bytes, 40)?,
-        family: bytes[56],
-        flags: bytes[57],
-        pad: array(bytes, 58)?,
-    })
-}
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
@@ -154,7 +131,7 @@ impl Attempt {
             src_port: u16::from_be_bytes(event.src_port),
             dst,
             dst_port: u16::from_be_bytes(event.dst_port),
-            audit: event.flags & EVENT_AUDIT != 0,
+            audit: event.is_audit(),
         })
     }
 
@@ -487,7 +464,7 @@ fn take(ring: &mut RingBuf<MapData>) -> Vec<AttemptEvent> {
     let mut batch = Vec::new();
     while batch.len() < BATCH {
         let Some(item) = ring.next() else { break };
-        if let Some(event) = decode(&item) {
+        if let Some(event) = AttemptEvent::from_bytes(&item) {
             batch.push(event);
         }
     }
@@ -497,6 +474,7 @@ fn take(ring: &mut RingBuf<MapData>) -> Vec<AttemptEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use egress_guard_common::maps::EVENT_AUDIT;
 
     fn event(ts_ns: u64, dst_last: u8, flags: u8) -> AttemptEvent {
         let mut src = [0u8; 16];
@@ -517,21 +495,6 @@ mod tests {
         }
     }
 
-    fn bytes_of(event: &AttemptEvent) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&event.ts_ns.to_ne_bytes());
-        out.extend_from_slice(&event.vm_key.to_ne_bytes());
-        out.extend_from_slice(&event.ifindex.to_ne_bytes());
-        out.extend_from_slice(&event.src_port);
-        out.extend_from_slice(&event.dst_port);
-        out.extend_from_slice(&event.src);
-        out.extend_from_slice(&event.dst);
-        out.push(event.family);
-        out.push(event.flags);
-        out.extend_from_slice(&event.pad);
-        out
-    }
-
     fn who() -> Who {
         Who {
             vm: "web-1".into(),
@@ -543,10 +506,8 @@ mod tests {
     #[test]
     fn events_decode_from_their_kernel_layout() {
         let e = event(123, 2, EVENT_AUDIT);
-        let bytes = bytes_of(&e);
-        assert_eq!(bytes.len(), std::mem::size_of::<AttemptEvent>());
-        assert_eq!(decode(&bytes), Some(e));
-        assert_eq!(decode(&bytes[..10]), None);
+        let bytes = e.to_bytes();
+        assert_eq!(AttemptEvent::from_bytes(&bytes), Some(e));
 
         let clock = Clock { offset_ns: 1_000 };
         let a = Attempt::from_event(&e, &clock).unwrap();

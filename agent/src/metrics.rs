@@ -19,7 +19,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use egress_guard_common::maps::{Attempts, Counters, reason};
+use egress_guard_common::maps::{Attempts, Counters, user::Reason};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -87,16 +87,6 @@ pub struct Snapshot {
 #[derive(Debug)]
 struct SnapshotCollector(Snapshot);
 
-const REASONS: [usize; 7] = [
-    reason::POLICY,
-    reason::MALFORMED,
-    reason::ORPHAN_FRAGMENT,
-    reason::AUDIT,
-    reason::RESET_SENT,
-    reason::ICMP_SENT,
-    reason::RATE_LIMITED,
-];
-
 type Labels = Vec<(&'static str, String)>;
 
 fn counter_family(
@@ -153,16 +143,16 @@ impl Collector for SnapshotCollector {
         let s = &self.0;
         let per_reason = |bytes: bool| {
             s.counters.iter().flat_map(move |vm| {
-                REASONS.iter().map(move |&r| {
+                Reason::all().map(move |r| {
                     let labels: Labels = vec![
                         ("vm", vm.vm.clone()),
                         ("subscription", vm.subscription.clone()),
-                        ("reason", reason::NAMES[r].to_owned()),
+                        ("reason", r.name().to_owned()),
                     ];
                     let value = if bytes {
-                        vm.counters.bytes[r]
+                        vm.counters.bytes[r.index()]
                     } else {
-                        vm.counters.packets[r]
+                        vm.counters.packets[r.index()]
                     };
                     (labels, value)
                 })
@@ -381,6 +371,7 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use egress_guard_common::maps::reason;
 
     #[test]
     fn renders_every_family_with_labels() {

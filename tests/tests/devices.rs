@@ -33,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use egress_guard_tests::netns::{
     VmDevice,
     topology::{SINK_V4, SINK_V6},
@@ -248,6 +248,52 @@ fn tap_macvtap_and_tun_guests_get_the_reset_and_icmp_replies_under_every_hook() 
     }
     if !report.is_empty() {
         bail!("{report}");
+    }
+    Ok(())
+}
+
+/// `check` reads the interfaces of its namespace (and only reads them): a
+/// policy asking for XDP on a macvtap and an L3 tun gets a warning for
+/// each, naming it, its kind and the hook it gets instead; a tap, where
+/// XDP is honoured, gets none. The report itself is unchanged.
+#[test]
+fn check_warns_where_xdp_is_overridden_naming_the_interface_and_kind() -> Result<()> {
+    let lab = Lab::new()?;
+    let hv = lab.hv();
+    lab.macvtap_lower()?;
+    let _mvt = VmDevice::macvtap(hv, "mv-low", "mvt-chk")?;
+    let _tun = VmDevice::l3_tun(hv, "l3-chk")?;
+    let _tap = VmDevice::tap(hv, "tap-chk", 0)?;
+    for hook in ["xdp", "xdp-generic", "tc"] {
+        let path = lab.dir.write(
+            "check.yaml",
+            policy(hook, "drop", &["mvt-chk", "l3-chk", "tap-chk"], &[]),
+        )?;
+        let out = egress_guard_tests::netns::cmd::run(
+            hv.nsenter(&lab.bin).arg("check").arg("--policy").arg(&path),
+        )?;
+        let stderr = out.stderr.clone();
+        let warned = |needle: &str| stderr.lines().any(|l| l.contains(needle));
+        let xdp = hook != "tc";
+        ensure!(
+            warned("interface mvt-chk (macvtap)") == xdp && warned("interface l3-chk (tun)") == xdp,
+            "hook {hook}: the macvtap and the L3 tun must be warned about exactly under XDP settings:\n{stderr}"
+        );
+        if xdp {
+            ensure!(
+                warned("tcx egress") && warned("IP header"),
+                "hook {hook}: the warnings must say where the program goes instead:\n{stderr}"
+            );
+        }
+        ensure!(
+            !warned("tap-chk"),
+            "hook {hook}: a tap is not overridden:\n{stderr}"
+        );
+        ensure!(
+            out.stdout.contains("mvt-chk") && out.stdout.contains("l3-chk"),
+            "the report lists every VM:\n{}",
+            out.stdout
+        );
     }
     Ok(())
 }

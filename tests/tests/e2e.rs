@@ -15,8 +15,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use egress_guard_tests::netns::{
-    Agent, SmtpSink, TempDir, Topology, Vm, agent_bin, attachments, cmd, held_back_packets,
-    require_root,
+    Agent, PolicyBuilder, Role, SmtpSink, TempDir, Topology, Vm, agent_bin, attachments, cmd,
+    held_back_packets, require_root,
     smtp::python,
     topology::{RELAY_V4, RELAY_V6, SINK_V4, SINK_V6},
     vm_entry,
@@ -33,56 +33,23 @@ fn sink6() -> IpAddr {
     SINK_V6.into()
 }
 
-/// What a VM of a test policy is.
-#[derive(Clone, Copy)]
-enum Role {
-    /// msdn, created after the cutoff: blocked, cannot be exempted.
-    Blocked,
-    /// pay-as-you-go with an exemption, started after the grant: allowed.
-    Exempt,
-}
-
 /// A policy for `vms` (VM name = interface name), holding back port 25 with
 /// the relay in `allow_destinations`.
-fn policy(hook: &str, attach: &str, vms: &[(&str, Role)]) -> String {
+fn policy(hook: &str, attach: &[&str], vms: &[(&str, Role)]) -> String {
     policy_with_action(hook, attach, "drop", vms)
 }
 
 /// [`policy`], with `enforcement.action` set to `action`.
-fn policy_with_action(hook: &str, attach: &str, action: &str, vms: &[(&str, Role)]) -> String {
-    let mut out = format!(
-        r#"version: 1
-enforcement:
-  ports: [25]
-  action: {action}
-  mode: enforce
-  hook: {hook}
-  attach: {attach}
-  unknown: block
-  allow_destinations: ["{RELAY_V4}/32", "{RELAY_V6}/128"]
-subscriptions:
-  - id: dev-msdn
-    offer: msdn
-    created: 2019-04-02
-  - id: prod-payg
-    offer: pay-as-you-go
-    created: 2020-05-01
-    exemption:
-      granted: 2021-01-10T12:00:00Z
-vms:
-"#
-    );
+fn policy_with_action(hook: &str, attach: &[&str], action: &str, vms: &[(&str, Role)]) -> String {
+    let mut p = PolicyBuilder::new()
+        .hook(hook)
+        .action(action)
+        .attach(attach)
+        .allow(&[format!("{RELAY_V4}/32"), format!("{RELAY_V6}/128")]);
     for (name, role) in vms {
-        let (sub, extra) = match role {
-            Role::Blocked => ("dev-msdn", ""),
-            Role::Exempt => ("prod-payg", "\n    started: 2021-01-11T08:00:00Z"),
-        };
-        let _ = write!(
-            out,
-            "  - name: {name}\n    subscription: {sub}\n    interface: {name}{extra}\n"
-        );
+        p = p.vm(name, *role);
     }
-    out
+    p.yaml()
 }
 
 /// Everything one test needs; dropped in reverse order (agent first).
@@ -160,7 +127,7 @@ fn a_blocked_vm_is_held_back_on_25_over_ipv4_and_ipv6_but_delivers_on_587() -> R
     s.expect("vm-blocked", sink4(), 25, true)?;
     let agent = s.start_agent(&policy(
         "auto",
-        "[]",
+        &[],
         &[("vm-blocked", Role::Blocked), ("vm-exempt", Role::Exempt)],
     ))?;
     with_agent_output(
@@ -199,7 +166,7 @@ fn an_exempt_vm_delivers_on_25() -> Result<()> {
     )?;
     let agent = s.start_agent(&policy(
         "auto",
-        "[]",
+        &[],
         &[("vm-blocked", Role::Blocked), ("vm-exempt", Role::Exempt)],
     ))?;
     with_agent_output(
@@ -272,7 +239,7 @@ fn actions_answer_at_once(
     for hook in ["tc", "xdp-generic"] {
         let agent = s.start_agent(&policy_with_action(
             hook,
-            "[]",
+            &[],
             action,
             &[("vm-blocked", Role::Blocked), ("vm-exempt", Role::Exempt)],
         ))?;
@@ -330,7 +297,7 @@ fn with_action_icmp_a_blocked_vm_is_told_unreachable_at_once_under_every_hook() 
 fn a_relay_in_allow_destinations_receives_on_25_from_a_blocked_vm() -> Result<()> {
     require_root()?;
     let s = Setup::new(Topology::builder().routed_vm("vm-blocked").build()?)?;
-    let agent = s.start_agent(&policy("auto", "[]", &[("vm-blocked", Role::Blocked)]))?;
+    let agent = s.start_agent(&policy("auto", &[], &[("vm-blocked", Role::Blocked)]))?;
     with_agent_output(
         &agent,
         (|| {
@@ -354,7 +321,7 @@ fn a_vm_on_the_bridge_is_held_back_too() -> Result<()> {
     )?;
     let agent = s.start_agent(&policy(
         "auto",
-        "[]",
+        &[],
         &[
             ("vm-br-blocked", Role::Blocked),
             ("vm-br-exempt", Role::Exempt),
@@ -384,11 +351,7 @@ fn an_interface_matching_attach_that_belongs_to_no_vm_is_held_back() -> Result<(
     )?;
     // vm-stray is in no VM of the policy, but matches `attach`; `unknown:
     // block` holds it back.
-    let agent = s.start_agent(&policy(
-        "auto",
-        r#"["vm-*"]"#,
-        &[("vm-exempt", Role::Exempt)],
-    ))?;
+    let agent = s.start_agent(&policy("auto", &["vm-*"], &[("vm-exempt", Role::Exempt)]))?;
     with_agent_output(
         &agent,
         (|| {
@@ -408,7 +371,7 @@ fn a_vm_interface_that_appears_while_the_agent_runs_is_enforced() -> Result<()> 
     // vm-late is in the policy but does not exist yet when the agent starts.
     let agent = s.start_agent(&policy(
         "auto",
-        "[]",
+        &[],
         &[("vm-exempt", Role::Exempt), ("vm-late", Role::Blocked)],
     ))?;
     with_agent_output(
@@ -448,7 +411,7 @@ fn status_shows_held_back_counters_that_grow() -> Result<()> {
     )?;
     let agent = s.start_agent(&policy(
         "auto",
-        "[]",
+        &[],
         &[("vm-blocked", Role::Blocked), ("vm-exempt", Role::Exempt)],
     ))?;
     with_agent_output(
@@ -533,7 +496,7 @@ fn stop_then_detach(hook: &str) -> Result<()> {
     )?;
     let mut agent = s.start_agent(&policy(
         hook,
-        "[]",
+        &[],
         &[("vm-blocked", Role::Blocked), ("vm-exempt", Role::Exempt)],
     ))?;
     let result = (|| {
@@ -611,7 +574,7 @@ fn run_rejects_an_invalid_policy_with_exit_2_before_touching_the_kernel() -> Res
     let bin = agent_bin()?;
     let topo = Topology::builder().routed_vm("vm-blocked").build()?;
     let dir = TempDir::new("policy")?;
-    let text = policy("auto", "[]", &[("vm-blocked", Role::Blocked)])
+    let text = policy("auto", &[], &[("vm-blocked", Role::Blocked)])
         .replace("  unknown: block\n", "  unknown: block\n  colour: red\n");
     let path = dir.write("policy.yaml", text)?;
     let mut agent = Agent::spawn(&topo.hv, &bin, &path, &[] as &[&str])?;

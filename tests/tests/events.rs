@@ -11,7 +11,7 @@
 use aya::maps::RingBuf;
 use egress_guard::{
     datapath::Datapath,
-    events::{Attempt, Clock, decode, monotonic_ns},
+    events::{Attempt, Clock, monotonic_ns},
 };
 use egress_guard_common::{
     craft::{Frame, addr::*},
@@ -78,7 +78,7 @@ impl Bench {
     fn events(&mut self) -> Vec<AttemptEvent> {
         let mut out = Vec::new();
         while let Some(item) = self.ring.next() {
-            out.push(decode(&item).expect("an AttemptEvent record"));
+            out.push(AttemptEvent::from_bytes(&item).expect("an AttemptEvent record"));
         }
         out
     }

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::{
+    build::{build_agent, build_bin},
     ctx::{Ctx, run_visible},
     setup, signals,
-    test::{build_agent, build_bin},
 };
 
 /// The benchmark binary's package (and binary) name.

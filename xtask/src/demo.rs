@@ -4,7 +4,8 @@
 //! Two VMs on a Linux bridge, `vm-blocked` and `vm-exempt` (the interface
 //! names `deploy/policy.example.yaml` uses), an "internet" with a real SMTP
 //! server, and the agent with the example policy. Everything it creates is
-//! removed at the end, also on failure or Ctrl-C.
+//! removed at the end, also on failure or Ctrl-C. `--vm` tells the same
+//! story with real QEMU guests (`demo_vm`).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -21,7 +22,7 @@ use egress_guard_netns::{
 };
 use serde_json::Value;
 
-use crate::{setup, signals, test::build_agent};
+use crate::{build::build_agent, setup, signals};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,17 +32,20 @@ pub struct Args {
         value_name = "FILE",
         default_value = "deploy/policy.example.yaml"
     )]
-    policy: PathBuf,
+    pub(crate) policy: PathBuf,
     /// How long a mail client waits for an answer, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3)]
     timeout: u64,
     /// Skip the set-up (when you know everything is installed).
     #[arg(long)]
     no_setup: bool,
+    /// Tell the story with real QEMU guests on taps instead of namespaces.
+    #[arg(long)]
+    vm: bool,
 }
 
-const BLOCKED: &str = "vm-blocked";
-const EXEMPT: &str = "vm-exempt";
+pub(crate) const BLOCKED: &str = "vm-blocked";
+pub(crate) const EXEMPT: &str = "vm-exempt";
 /// The addresses `deploy/policy.example.yaml` gives its two VMs, on a bridge.
 const BLOCKED_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const BLOCKED_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
@@ -50,9 +54,9 @@ const EXEMPT_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 3);
 const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 /// The agent's default `--metrics-addr` (in the hypervisor's namespace).
-const METRICS_ADDR: &str = "127.0.0.1:9725";
+pub(crate) const METRICS_ADDR: &str = "127.0.0.1:9725";
 /// A mail relay in the example policy's `allow_destinations` (10.77.250.0/24).
-const RELAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 25);
+pub(crate) const RELAY_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 25);
 
 pub fn run(args: &Args) -> Result<()> {
     signals::install();
@@ -78,6 +82,11 @@ pub fn run(args: &Args) -> Result<()> {
         policy,
         timeout: Duration::from_secs(args.timeout.max(1)),
         step: std::cell::Cell::new(0),
+        steps: if args.vm {
+            crate::demo_vm::STEPS
+        } else {
+            STEPS
+        },
     };
     println!(
         "egress-guard demo: two VMs on a hypervisor, one whose mail on port 25 is held back\n\
@@ -87,7 +96,11 @@ pub fn run(args: &Args) -> Result<()> {
     // Everything the demo creates lives in Demo::run and is removed (agent
     // killed and detached, pins and namespaces deleted) when it returns,
     // whether it succeeded, failed or was interrupted.
-    let result = demo.run();
+    let result = if args.vm {
+        crate::demo_vm::run(&ctx, &demo)
+    } else {
+        demo.run()
+    };
     println!();
     if let Err(e) = &result {
         println!("The demo stopped: {e:#}");
@@ -123,22 +136,23 @@ fn leftovers() -> String {
     }
 }
 
-struct Demo {
-    bin: PathBuf,
-    policy: PathBuf,
-    timeout: Duration,
+pub(crate) struct Demo {
+    pub(crate) bin: PathBuf,
+    pub(crate) policy: PathBuf,
+    pub(crate) timeout: Duration,
     step: std::cell::Cell<u32>,
+    steps: u32,
 }
 
 const STEPS: u32 = 10;
 
 impl Demo {
-    fn step(&self, title: &str) -> Result<()> {
+    pub(crate) fn step(&self, title: &str) -> Result<()> {
         signals::check()?;
         let n = self.step.get() + 1;
         self.step.set(n);
         println!();
-        println!("[{n}/{STEPS}] {title}");
+        println!("[{n}/{}] {title}", self.steps);
         println!("{}", "-".repeat(title.len() + 6));
         Ok(())
     }
@@ -205,7 +219,7 @@ Namespaces: {}",
         result
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("check").arg("--policy").arg(&self.policy);
         let out = cmd::output_within(&mut cmd, Duration::from_secs(30))?.check()?;
@@ -390,7 +404,7 @@ the kernel's maps with each interface's verdict, pinned it all under
     /// Shows the agent's log lines about vm-blocked's attempts (the kernel
     /// sends an event per SYN; the agent logs the first to each destination
     /// and summarises repeats).
-    fn attempt_log(agent: &Agent<'_>) -> Result<()> {
+    pub(crate) fn attempt_log(agent: &Agent<'_>) -> Result<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let lines = loop {
             let log = egress_guard_netns::agent::strip_ansi(&agent.stderr());
@@ -464,7 +478,7 @@ the repeat window (60 s) ends. With --log-format json each line is a JSON object
         Ok(())
     }
 
-    fn shown_policy(&self) -> String {
+    pub(crate) fn shown_policy(&self) -> String {
         let root = crate::ctx::workspace_root();
         self.policy.strip_prefix(&root).map_or_else(
             |_| self.policy.display().to_string(),
@@ -473,7 +487,7 @@ the repeat window (60 s) ends. With --log-format json each line is a JSON object
     }
 }
 
-fn indent(text: &str) -> String {
+pub(crate) fn indent(text: &str) -> String {
     text.trim_end()
         .lines()
         .map(|l| format!("    {l}"))

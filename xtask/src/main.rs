@@ -6,20 +6,25 @@
 //!   test of the default workspace members (the end-to-end tests included),
 //!   then the benchmarks' smoke run.
 //! - `demo`: set-up, a release build, and the agent at work in network
-//!   namespaces, narrated.
+//!   namespaces, narrated (`--vm`: with real QEMU guests).
 //! - `fuzz`: set-up, then the packet parser's fuzzer against etherparse.
 //! - `bench`: set-up, release builds, and the benchmarks, written to
 //!   `BENCHMARKS.md` (`--smoke`: a short run that only checks the figures
 //!   are sane; `test` runs it last).
+//! - `guest`: builds (once; then finds in the cache) the test guest's image
+//!   that the guest tests and `demo --vm` boot with QEMU.
 //! - `sweep`: removes what a crashed run of the tests or the demo left behind.
 //!
 //! It builds with plain stable Rust: it must run before the eBPF toolchain is
 //! there, since installing that toolchain is its first job.
 
 mod bench;
+mod build;
 mod ctx;
 mod demo;
+mod demo_vm;
 mod fuzz;
+mod guest;
 mod setup;
 mod signals;
 mod test;
@@ -47,12 +52,14 @@ enum Command {
     },
     /// Set-up, format check, clippy, build the agent, and run every test.
     Test(test::Args),
-    /// Set-up, build the agent, and show it holding back mail in network namespaces.
+    /// Set-up, build the agent, and show it holding back mail in network namespaces (--vm: QEMU guests).
     Demo(demo::Args),
     /// Set-up, then fuzz the packet parser against etherparse (cargo fuzz).
     Fuzz(fuzz::Args),
     /// Set-up, release builds, and the benchmarks; writes BENCHMARKS.md (--smoke: a short sanity run).
     Bench(bench::Args),
+    /// Build (or find cached) the test guest's kernel and initramfs; prints their directory.
+    Guest,
     /// Remove network namespaces, pins and temporary files a crashed run of ours left.
     Sweep,
 }
@@ -68,6 +75,13 @@ fn main() -> ExitCode {
             setup::run(&setup::Args::default()).and_then(|ctx| fuzz::run(&ctx, &args))
         }
         Command::Bench(args) => bench::run(&args),
+        Command::Guest => guest::ensure(&ctx::Ctx::new()).map(|dir| {
+            println!(
+                "{}={}",
+                egress_guard_netns::guest::GUEST_DIR_ENV,
+                dir.display()
+            );
+        }),
         Command::Sweep => sweep(),
     };
     match result {
@@ -82,7 +96,7 @@ fn main() -> ExitCode {
 /// `cargo xtask build`: set-up, then the agent.
 fn build(release: bool) -> anyhow::Result<()> {
     let ctx = setup::run(&setup::Args::default())?;
-    let bin = test::build_agent(&ctx, release)?;
+    let bin = build::build_agent(&ctx, release)?;
     println!("built: {}", bin.display());
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! - Debian packages: iproute2, util-linux (nsenter), iputils-ping, swaks (with
 //!   IO::Socket::INET6, for IPv6), aiosmtpd for python (Debian's
 //!   python3-aiosmtpd, else pip), iperf3, nftables and netsniff-ng (trafgen)
-//!   for the benchmarks, and LLVM 22 when bpf-linker must be built;
+//!   for the benchmarks, qemu-system-x86 for the guest tests, and LLVM 22
+//!   when bpf-linker must be built;
 //! - bpf-linker 0.13: on PATH, else in `$CARGO_HOME/bin` (then that directory
 //!   goes on PATH for every later command), else `cargo install`ed there;
 //! - cargo-fuzz 0.13, the same way.
@@ -47,8 +48,10 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "nftables",
     "netsniff-ng",
-    // The hypervisor-device benchmark's attach window: a tap as QEMU
-    // creates it (`-netdev tap`, no guest booted).
+    // The guest tests and `demo --vm`: QEMU boots the guest `cargo xtask
+    // guest` makes from Debian packages (fetched with apt-get download and
+    // dpkg-deb, never installed); the benchmarks' attach window of a tap
+    // QEMU creates (`-netdev tap`, no guest booted).
     "qemu-system-x86",
 ];
 /// Debian packages needed only to build bpf-linker.

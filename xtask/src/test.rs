@@ -1,9 +1,9 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`): lints, the agent's build,
-//! every test, and last the benchmarks' smoke run.
+//! the guest image (`cargo xtask guest`, cached), every test, and last the
+//! benchmarks' smoke run.
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    build::{build_agent, build_upgrade_agent},
     ctx::{Ctx, run_visible},
     setup,
 };
@@ -126,10 +127,24 @@ pub fn run(args: &Args) -> Result<()> {
             Ok(())
         });
     }
+    // The guest tests' image (cached: a second run takes well under a
+    // second). Without it they fail, saying so; they never skip.
+    let mut guest_dir = None;
+    step("guest image", &mut || {
+        guest_dir = Some(crate::guest::ensure(&ctx)?);
+        Ok(())
+    });
     let mut counts = Counts::default();
     if built && let Some(bin) = &bin {
         step("tests", &mut || {
-            run_tests(&ctx, bin, upgrade.as_deref(), args, &mut counts)
+            run_tests(
+                &ctx,
+                bin,
+                upgrade.as_deref(),
+                guest_dir.as_deref(),
+                args,
+                &mut counts,
+            )
         });
     }
     if args.filter.is_none() {
@@ -157,6 +172,18 @@ pub fn run(args: &Args) -> Result<()> {
             }),
         }
     }
+    note_skipped(&mut steps, args, built);
+
+    let failed = summary(&steps, bin.as_deref(), &counts, started.elapsed());
+    if failed > 0 {
+        bail!("{failed} step(s) failed");
+    }
+    Ok(())
+}
+
+/// Adds the steps left out (lints, or the tests when the agent did not
+/// build) to the summary.
+fn note_skipped(steps: &mut Vec<Step>, args: &Args, built: bool) {
     if args.no_lint {
         steps.insert(
             0,
@@ -174,12 +201,6 @@ pub fn run(args: &Args) -> Result<()> {
             took: Duration::ZERO,
         });
     }
-
-    let failed = summary(&steps, bin.as_deref(), &counts, started.elapsed());
-    if failed > 0 {
-        bail!("{failed} step(s) failed");
-    }
-    Ok(())
 }
 
 const SMOKE: &str = "benchmark smoke";
@@ -249,92 +270,11 @@ fn summary(
     failed
 }
 
-/// Builds the agent and returns the absolute path of its binary.
-pub fn build_agent(ctx: &Ctx, release: bool) -> Result<PathBuf> {
-    build_bin(ctx.cargo(), AGENT, release)
-}
-
-/// The agent: its package and its binary.
-const AGENT: &str = "egress-guard";
-
-/// The feature of the kernel programs that makes the upgrade tests' build
-/// (its programs also count held-back packets in the spare counter slot, so
-/// their bytecode differs from the default build's).
-const UPGRADE_FEATURES: &str = "upgrade-canary";
-
-/// Builds the agent a second time, with the kernel programs of
-/// [`UPGRADE_FEATURES`], into a target directory of its own
-/// (`<target>/upgrade`, so that the normal build's cache is left alone), and
-/// returns its binary: what the upgrade test replaces the running agent
-/// with (`EGRESS_GUARD_BIN_UPGRADE`).
-pub fn build_upgrade_agent(ctx: &Ctx) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| ctx.root.join("target"), PathBuf::from)
-        .join("upgrade");
-    let mut cmd = ctx.cargo();
-    cmd.env("CARGO_TARGET_DIR", &target)
-        .env("EGRESS_GUARD_EBPF_FEATURES", UPGRADE_FEATURES);
-    println!(
-        "==> (upgrade build: EGRESS_GUARD_EBPF_FEATURES={UPGRADE_FEATURES} CARGO_TARGET_DIR={})",
-        target.display()
-    );
-    build_bin(cmd, AGENT, false)
-}
-
-/// Runs `cargo build -p NAME` (with `cmd`, a cargo command) and returns
-/// the absolute path of the binary NAME it built: the package and its
-/// binary have the same name.
-pub fn build_bin(mut cmd: std::process::Command, name: &str, release: bool) -> Result<PathBuf> {
-    cmd.args([
-        "build",
-        "-p",
-        name,
-        "--message-format=json-render-diagnostics",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    let line = egress_guard_netns::cmd::describe(&cmd);
-    println!("==> {line}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("could not start `{line}`"))?;
-    let mut exe = None;
-    if let Some(out) = child.stdout.take() {
-        for l in BufReader::new(out)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&l) else {
-                println!("{l}");
-                continue;
-            };
-            let is_the_bin = msg["reason"] == "compiler-artifact"
-                && msg["target"]["name"] == name
-                && msg["target"]["kind"]
-                    .as_array()
-                    .is_some_and(|k| k.iter().any(|k| k == "bin"));
-            if is_the_bin && let Some(path) = msg["executable"].as_str() {
-                exe = Some(PathBuf::from(path));
-            }
-        }
-    }
-    let status = child.wait().context("waiting for cargo build")?;
-    if !status.success() {
-        bail!("`{line}` failed ({status})");
-    }
-    let exe = exe.with_context(|| format!("cargo build did not report the {name} binary"))?;
-    let exe =
-        std::fs::canonicalize(&exe).with_context(|| format!("{} is missing", exe.display()))?;
-    Ok(exe)
-}
-
 fn run_tests(
     ctx: &Ctx,
     bin: &std::path::Path,
     upgrade: Option<&std::path::Path>,
+    guest_dir: Option<&std::path::Path>,
     args: &Args,
     counts: &mut Counts,
 ) -> Result<()> {
@@ -342,6 +282,14 @@ fn run_tests(
     cmd.arg("test").env("EGRESS_GUARD_BIN", bin);
     if let Some(upgrade) = upgrade {
         cmd.env("EGRESS_GUARD_BIN_UPGRADE", upgrade);
+    }
+    if let Some(dir) = guest_dir {
+        cmd.env(egress_guard_netns::guest::GUEST_DIR_ENV, dir);
+        println!(
+            "==> {}={}",
+            egress_guard_netns::guest::GUEST_DIR_ENV,
+            dir.display()
+        );
     }
     if args.filter.is_some() || !args.passthrough.is_empty() {
         cmd.arg("--");

@@ -15,7 +15,10 @@ use std::{
     time::Duration,
 };
 
-use egress_guard_common::maps::{Attempts, Counters, IfaceEntry, VERDICT_ALLOW, reason};
+use egress_guard_common::maps::{
+    Attempts, Counters, IfaceEntry,
+    user::{Reason, Verdict},
+};
 use serde::Serialize;
 use thiserror::Error;
 use tracing::warn;
@@ -175,18 +178,14 @@ pub struct Status {
     pub vms: Vec<VmStatus>,
 }
 
-/// Reasons whose packets were held back (not audit, and not the replies
-/// counted on top of a held-back packet).
-const HELD_BACK: [usize; 3] = [reason::POLICY, reason::MALFORMED, reason::ORPHAN_FRAGMENT];
-
 fn counts(c: &Counters) -> BTreeMap<&'static str, Count> {
-    (0..reason::COUNT - 1)
-        .map(|i| {
+    Reason::all()
+        .map(|r| {
             (
-                reason::NAMES[i],
+                r.name(),
                 Count {
-                    packets: c.packets[i],
-                    bytes: c.bytes[i],
+                    packets: c.packets[r.index()],
+                    bytes: c.bytes[r.index()],
                 },
             )
         })
@@ -385,9 +384,9 @@ pub async fn status(location: &Location, vm: Option<&str>) -> Result<Status, Sta
                 verdict: vm.verdict,
                 reason: vm.reason,
                 reason_code: vm.reason_code,
-                held_back: Count {
-                    packets: HELD_BACK.iter().map(|&r| c.packets[r]).sum(),
-                    bytes: HELD_BACK.iter().map(|&r| c.bytes[r]).sum(),
+                held_back: {
+                    let (packets, bytes) = c.held_back();
+                    Count { packets, bytes }
                 },
                 counters: counts(&c),
                 attempts: attempts.get(&vm.key).copied().unwrap_or_default().into(),
@@ -448,14 +447,9 @@ fn interfaces(
                 coverage: record.map(|r| r.coverage.clone()).filter(|c| !c.is_empty()),
                 live,
                 vm: record.and_then(|r| r.vm.clone()),
-                verdict: entries.get(&link.ifindex).map(|e| {
-                    if e.verdict == VERDICT_ALLOW {
-                        "allow"
-                    } else {
-                        "block"
-                    }
-                    .to_owned()
-                }),
+                verdict: entries
+                    .get(&link.ifindex)
+                    .map(|e| Verdict::from_code(e.verdict).as_str().to_owned()),
             }
         })
         .collect())
@@ -574,9 +568,9 @@ fn table(s: &Status) -> String {
 
 /// The non-zero packet counters of a VM: `policy 5, malformed 1`, or `-`.
 fn by_reason(vm: &VmStatus) -> String {
-    let parts: Vec<String> = (0..reason::COUNT - 1)
-        .filter_map(|i| {
-            let name = reason::NAMES[i];
+    let parts: Vec<String> = Reason::all()
+        .filter_map(|r| {
+            let name = r.name();
             let n = vm.counters.get(name).map_or(0, |c| c.packets);
             (n > 0).then(|| format!("{name} {n}"))
         })
@@ -603,15 +597,11 @@ fn vm_detail(out: &mut String, vm: &VmStatus) {
         vm.verdict, vm.reason_code, vm.reason
     );
     let _ = writeln!(out, "  counters:");
-    let rows: Vec<Vec<String>> = (0..reason::COUNT - 1)
-        .map(|i| {
-            let c = vm
-                .counters
-                .get(reason::NAMES[i])
-                .copied()
-                .unwrap_or_default();
+    let rows: Vec<Vec<String>> = Reason::all()
+        .map(|r| {
+            let c = vm.counters.get(r.name()).copied().unwrap_or_default();
             vec![
-                format!("    {}", reason::NAMES[i]),
+                format!("    {}", r.name()),
                 c.packets.to_string(),
                 c.bytes.to_string(),
             ]

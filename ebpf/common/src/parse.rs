@@ -31,11 +31,7 @@
 pub const MAX_VLAN_TAGS: usize = 8;
 /// IPv6 extension headers walked before giving up (and holding back).
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;
-/// No header is looked for beyond this offset. A header chain that long is
-/// [`Malformed::TooLong`].
-pub const MAX_HEADER_OFFSET: usize = 2048;
-/// The largest read the parser and the programs make at one offset.
-pub const MAX_READ: usize = 40;
+pub use crate::bytes::{MAX_HEADER_OFFSET, MAX_READ, PacketBytes, bytes_within};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -67,81 +63,6 @@ pub const IPV6_HIP: u8 = 139;
 pub const IPV6_SHIM6: u8 = 140;
 pub const IPV6_EXPERIMENT1: u8 = 253;
 pub const IPV6_EXPERIMENT2: u8 = 254;
-
-/// Byte access to a packet, as each hook provides it.
-pub trait PacketBytes {
-    /// Length of the whole packet as the hook sees it, from the Ethernet
-    /// header on.
-    fn packet_len(&self) -> usize;
-
-    /// The `N` bytes at `off`, or `None` when the packet ends before
-    /// `off + N` (or `off` is beyond [`MAX_HEADER_OFFSET`]).
-    ///
-    /// In the kernel programs, read at least 2 bytes at an offset that is
-    /// not a constant: the compiler turns the check for 1 byte into
-    /// `data + off >= data_end`, from which the verifier learns nothing.
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
-
-    /// `v`, as a value the BPF verifier knows nothing of (the kernel
-    /// programs pass it through a per-CPU map slot; on the host it is `v`).
-    ///
-    /// The parser calls it where paths that differ only in the constants
-    /// they carry (each VLAN depth, each IPv6 extension header) come
-    /// together: the verifier then walks what follows once, not once per
-    /// path. Whatever comes out is bounded again by the caller.
-    #[inline(always)]
-    fn forget(&self, v: usize) -> usize {
-        v
-    }
-
-    /// The sum of the `len` bytes at `off` (`len` a multiple of 4, at most
-    /// [`crate::reply::SUM_MAX`]) as big-endian 16-bit words, not folded;
-    /// `None` if they are not all in the packet.
-    #[inline(always)]
-    fn sum_words(&self, off: usize, len: usize) -> Option<u64> {
-        crate::reply::sum_words_by_reads(self, off, len)
-    }
-
-    /// The big-endian 16-bit word at `off`.
-    #[inline(always)]
-    fn be16(&self, off: usize) -> Option<u16> {
-        self.bytes::<2>(off).map(u16::from_be_bytes)
-    }
-
-    /// The big-endian 32-bit word at `off`.
-    #[inline(always)]
-    fn be32(&self, off: usize) -> Option<u32> {
-        self.bytes::<4>(off).map(u32::from_be_bytes)
-    }
-}
-
-impl PacketBytes for [u8] {
-    fn packet_len(&self) -> usize {
-        self.len()
-    }
-
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        if off > MAX_HEADER_OFFSET {
-            return None;
-        }
-        let end = off.checked_add(N)?;
-        self.get(off..end)?.try_into().ok()
-    }
-}
-
-/// The `N` bytes at `off` if they lie inside the IP datagram ending at
-/// `end` (and inside the packet).
-#[inline(always)]
-pub fn bytes_within<P: PacketBytes + ?Sized, const N: usize>(
-    pkt: &P,
-    off: usize,
-    end: usize,
-) -> Option<[u8; N]> {
-    if off + N > end {
-        return None;
-    }
-    pkt.bytes::<N>(off)
-}
 
 /// What a frame is, as far as the held ports are concerned.
 ///

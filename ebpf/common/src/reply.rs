@@ -32,8 +32,9 @@ pub const ICMP_HLEN: usize = 8;
 pub const ICMP4_QUOTE_MAX: usize = 576 - IPV4_HLEN - ICMP_HLEN;
 /// Bytes of the offending packet an ICMPv6 error quotes at most (RFC 4443).
 pub const ICMP6_QUOTE_MAX: usize = 1280 - IPV6_HLEN - ICMP_HLEN;
-/// The longest range [`sum_range`] sums.
-pub const SUM_MAX: usize = ICMP6_QUOTE_MAX;
+/// The longest range [`sum_range`] sums: a whole ICMPv6 quote.
+pub use crate::bytes::SUM_MAX;
+const _: () = assert!(SUM_MAX == ICMP6_QUOTE_MAX);
 
 /// ICMP destination unreachable.
 pub const ICMP4_DEST_UNREACH: u8 = 3;
@@ -66,27 +67,6 @@ pub fn ones_add(a: u16, b: u16) -> u16 {
 #[inline(always)]
 pub fn ones_sub(a: u16, b: u16) -> u16 {
     fold(a as u64 + (!b) as u64)
-}
-
-/// The sum of the `len` bytes (a multiple of 4, at most [`SUM_MAX`]) at `off`
-/// as 16-bit big-endian words, unfolded: a loop of 4-byte reads. This is
-/// `PacketBytes::sum_words` unless the packet's access does better (the
-/// kernel programs use a checksum helper: a loop of reads costs the verifier
-/// one walk of the loop per path that reaches it).
-#[inline(always)]
-pub fn sum_words_by_reads<P: PacketBytes + ?Sized>(pkt: &P, off: usize, len: usize) -> Option<u64> {
-    let end = off + len;
-    let mut sum = 0u64;
-    let mut at = off;
-    for _ in 0..SUM_MAX / 4 {
-        if at + 4 > end {
-            break;
-        }
-        // A 32-bit word sums as its two halves do, modulo 0xffff.
-        sum += u32::from_be_bytes(pkt.bytes::<4>(at)?) as u64;
-        at += 4;
-    }
-    Some(sum)
 }
 
 /// `x`, through memory: the compiler knows nothing of the result.

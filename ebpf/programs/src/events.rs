@@ -22,7 +22,7 @@ use egress_guard_common::{
     parse::{PacketBytes, TCP_ACK, TCP_SYN},
 };
 
-use crate::{guard::Pending, hook::Hook, stats::Stats};
+use crate::{hook::Hook, pending::Pending, stats::Stats};
 
 /// The events, for the agent.
 #[map(name = "EG_EVENTS")]

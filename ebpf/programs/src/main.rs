@@ -25,6 +25,7 @@ mod guard;
 mod hook;
 mod maps;
 mod packet;
+mod pending;
 mod reply;
 mod stats;
 
@@ -36,8 +37,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    guard::{Action, guard},
+    guard::guard,
     hook::{Hook as _, Tc, Xdp},
+    pending::Action,
 };
 
 #[xdp]

@@ -12,7 +12,7 @@ use egress_guard_common::maps::{
     FragEntry, FragKey, IFACE_SLOT_COUNT, IfaceEntry, PORT_WORDS, REPLY_RATE_CAPACITY, VmStats,
 };
 
-use crate::guard::Pending;
+use crate::pending::Pending;
 
 /// The entries of interfaces whose ifindex is below `IFACE_SLOT_COUNT`,
 /// indexed by it. Mmapable: the agent writes and scans it in place.

@@ -21,9 +21,9 @@ use egress_guard_common::{
 };
 
 use crate::{
-    guard::{Action, Pending},
     hook::Hook,
     maps::REPLY_RATE,
+    pending::{Action, Pending},
     stats::Stats,
 };
 

@@ -4,7 +4,10 @@
 //! whatever counts or rate-limits: one hash lookup for all of it.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::LruHashMap};
-use egress_guard_common::maps::{VmStats, reason};
+use egress_guard_common::{
+    maps::{VmStats, reason},
+    rate::gcra,
+};
 
 use crate::maps::COUNTERS;
 
@@ -107,20 +110,6 @@ impl Stats {
         // SAFETY: as in `event_due`.
         let local = (!self.0.is_null()).then(|| unsafe { &raw mut (*self.0).reply_due_ns });
         within_rate(local, shared, vm_key, now, interval, burst)
-    }
-}
-
-/// A GCRA step: one is due every `interval`, up to `burst` may come early.
-/// With `due` the earliest time the next is due, the new one if one may go
-/// at `now`.
-#[inline(always)]
-fn gcra(due: u64, now: u64, interval: u64, burst: u64) -> Option<u64> {
-    let tolerance = interval * (if burst == 0 { 0 } else { burst - 1 });
-    let due = if due > now { due } else { now };
-    if due - now > tolerance {
-        None
-    } else {
-        Some(due + interval)
     }
 }
 

@@ -19,6 +19,11 @@
 //!   [`vmframe`]: the frames a guest writes into it (`virtio_net_hdr`, GSO
 //!   super-frames, partial checksums, bare IP packets);
 //!   [`FrameCapture`]: every frame that arrives on an interface, whole.
+//! - [`PolicyBuilder`]: policy files from VM roles, the one place that
+//!   spells the policy's YAML for the tests, the demo and the benchmarks.
+//! - [`Guest`]: a real guest (QEMU, Debian's kernel, busybox, virtio-net) on
+//!   a tap or a macvtap in the hypervisor namespace, running the checks a
+//!   test asks for over its serial command port.
 //! - [`sweep`]: removes what a crashed run left behind.
 //!
 //! Every guard cleans up in `Drop`, also while a test panics, and every name is
@@ -30,9 +35,11 @@ pub mod bpf;
 pub mod capture;
 pub mod cmd;
 pub mod error;
+pub mod guest;
 pub mod http;
 pub mod names;
 pub mod netns;
+pub mod policy;
 pub mod smtp;
 pub mod topology;
 pub mod traffic;
@@ -43,8 +50,10 @@ pub use agent::{Agent, agent_bin, held_back_packets, vm_entry};
 pub use bpf::{AttachWatch, Attachments, ProgInfo, attachments};
 pub use capture::{FrameCapture, Frames, segment_in_software};
 pub use error::{Error, Result};
+pub use guest::{Guest, GuestImage, Nic, NicKind};
 pub use names::{TempDir, sweep, unique_tag};
 pub use netns::Netns;
+pub use policy::{PolicyBuilder, Role};
 pub use smtp::{Delivery, MailAttempt, Received, SmtpSink, send_mail};
 pub use topology::{Link, Topology, TopologyBuilder, Vm};
 pub use traffic::{Captured, Sent, SynCapture, SynStream, mac_address, send_frames};

@@ -299,7 +299,7 @@ impl Delivery {
     pub fn describe(&self) -> String {
         let a = &self.attempt;
         format!(
-            "{} -> {}:{}: {} after {:.1}s (swaks exit {:?}, sink {})\n`{}`\n{}",
+            "{} -> {}:{}: {} after {:.1}s (client exit {:?}, sink {})\n`{}`\n{}",
             self.vm,
             a.server,
             a.port,

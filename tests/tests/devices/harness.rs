@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{Result, bail};
 use egress_guard_tests::netns::{
-    Agent, DeviceKind, FrameCapture, Netns, TempDir, Topology, VmDevice, agent_bin,
-    held_back_packets, mac_address, require_root, segment_in_software,
+    Agent, DeviceKind, FrameCapture, Netns, PolicyBuilder, Role, TempDir, Topology, VmDevice,
+    agent_bin, held_back_packets, mac_address, require_root, segment_in_software,
     topology::{SINK_V4, SINK_V6, UPLINK_IF},
 };
 use serde_json::Value;
@@ -31,38 +31,14 @@ const GRACE: Duration = Duration::from_millis(300);
 /// A policy holding back port 25 with `action` for the `blocked` VMs, with
 /// the `exempt` ones exempt; each VM is named after its interface.
 pub fn policy(hook: &str, action: &str, blocked: &[&str], exempt: &[&str]) -> String {
-    let mut out = format!(
-        "version: 1
-enforcement:
-  ports: [25]
-  action: {action}
-  mode: enforce
-  hook: {hook}
-subscriptions:
-  - id: dev-msdn
-    offer: msdn
-    created: 2019-04-02
-  - id: prod-payg
-    offer: pay-as-you-go
-    created: 2020-05-01
-    exemption:
-      granted: 2021-01-10T12:00:00Z
-vms:
-"
-    );
+    let mut p = PolicyBuilder::new().hook(hook).action(action);
     for vm in blocked {
-        let _ = write!(
-            out,
-            "  - name: {vm}\n    subscription: dev-msdn\n    interface: {vm}\n"
-        );
+        p = p.vm(vm, Role::Blocked);
     }
     for vm in exempt {
-        let _ = write!(
-            out,
-            "  - name: {vm}\n    subscription: prod-payg\n    interface: {vm}\n    started: 2021-01-11T08:00:00Z\n"
-        );
+        p = p.vm(vm, Role::Exempt);
     }
-    out
+    p.yaml()
 }
 
 /// The hook `status` must show for a device of `kind` under `setting`;

@@ -243,6 +243,21 @@ pub mod reason {
     pub const RATE_LIMITED: usize = 6;
     /// Number of reasons (one spare slot).
     pub const COUNT: usize = 8;
+    /// Every reason the programs count under, in index order (the spare
+    /// slot is not one).
+    pub const COUNTED: [usize; 7] = [
+        POLICY,
+        MALFORMED,
+        ORPHAN_FRAGMENT,
+        AUDIT,
+        RESET_SENT,
+        ICMP_SENT,
+        RATE_LIMITED,
+    ];
+    /// The reasons under which a packet was actually held back: `status`'s
+    /// "held back" total. (Audit counts what would have been; the reply
+    /// reasons count replies, whose segments are also under `POLICY`.)
+    pub const HELD_BACK: [usize; 3] = [POLICY, MALFORMED, ORPHAN_FRAGMENT];
     /// Names used by `status` and metrics, by index.
     pub const NAMES: [&str; COUNT] = [
         "policy",
@@ -372,25 +387,7 @@ impl Attempts {
 }
 
 #[cfg(feature = "user")]
-mod user {
-    // SAFETY: plain #[repr(C)] integers and arrays with explicit padding; every
-    // bit pattern is a valid value.
-    unsafe impl aya::Pod for super::IfaceEntry {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::Config {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::Counters {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::FragKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::FragEntry {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::AttemptEvent {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::Attempts {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::VmStats {}
-}
+pub mod user;
 
 #[cfg(test)]
 mod tests {
