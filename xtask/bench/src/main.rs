@@ -140,18 +140,26 @@ struct Plan {
 
 /// The hypervisor-device benchmark's plan: `seconds` a window, `warmup`
 /// before it, `rounds` interleaved rounds, `creations` QEMU starts.
+/// The smoke run (one QEMU start) runs egress-guard under `tc` only: the
+/// other hooks take the same code paths, and each costs an agent start.
 fn hv_plan(seconds: f64, warmup: f64, rounds: usize, creations: usize) -> hv::Params {
+    let hooks = if creations > 1 {
+        vec![lab::Hook::Tc, lab::Hook::XdpGeneric, lab::Hook::Xdp]
+    } else {
+        vec![lab::Hook::Tc]
+    };
     hv::Params {
         flow: hv::flow::Params {
             seconds,
             warmup,
             rounds,
-            hooks: vec![lab::Hook::Tc, lab::Hook::XdpGeneric, lab::Hook::Xdp],
+            hooks: hooks.clone(),
         },
         drop: hv::drop::Params {
             seconds,
             warmup,
             rounds,
+            tap_hooks: hooks,
         },
         qemu: hv::qemu::Params { creations },
         testrun: datapath::Params {

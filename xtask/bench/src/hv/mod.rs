@@ -85,7 +85,8 @@ pub fn run(bin: &Path, params: &Params) -> Result<HvResult> {
     let away = AwayFrom::cpu(SENDER_CPU)?;
     let lab = lab::HvLab::new(bin)?;
     let flow = flow::run(&lab, &params.flow).context("tap throughput")?;
-    let holding = drop::run(&lab, params.drop).context("drop capacity on tap and macvtap")?;
+    let holding =
+        drop::run(&lab, params.drop.clone()).context("drop capacity on tap and macvtap")?;
     // QEMU and the agent may use every CPU again, as on a hypervisor: kept
     // to one, QEMU's start-up work would hold the agent back.
     drop(away);

@@ -86,7 +86,7 @@ pub fn auto_choice(hv: &HvResult) -> Hook {
             .get(Device::Tap, Holder::Guard(h))
             .map_or(0.0, HolderResult::per_cpu_second)
     };
-    let hooks = guard_hooks(Device::Tap);
+    let hooks = guard_hooks(&hv.drop, Device::Tap);
     let top = hooks
         .iter()
         .copied()
@@ -140,7 +140,7 @@ pub fn decision(hv: &HvResult) -> String {
         )
     });
     format!(
-        "**Tap.** Allowed throughput, share of no agent: `tc` {:.1} %, `xdp-generic` {:.1} %, `xdp` {:.1} %. Held back per CPU-second: {}; {}; {}. {verdict}\n\n**Macvtap.** Only tcx egress sees a macvtap guest's frames, so `auto` (and every other setting) puts the TC program there; the figures confirm it holds its own: {mvt}.",
+        "**Tap.** Allowed throughput, share of no agent: `tc` {:.1} %, `xdp-generic` {:.1} %, `xdp` {:.1} %. Held back per CPU-second: {}; {}; {}. {verdict}\n\n**Macvtap.** Only tcx egress sees a macvtap guest's frames, so `auto` (and every other setting) puts the TC program there: the choice is forced, and these figures only measure it: {mvt}.",
         share(Hook::Tc) * 100.0,
         share(Hook::XdpGeneric) * 100.0,
         share(Hook::Xdp) * 100.0,

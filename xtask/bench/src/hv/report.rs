@@ -36,9 +36,9 @@ pub const MISSED_WHY: &str = "Why, in figures: section 7, \"Where the time goes\
 /// What `auto` chooses on a tap today (agent/src/placement.rs).
 pub const AUTO_ON_TAP: Hook = Hook::Tc;
 
-pub fn guard_hooks(device: Device) -> Vec<Hook> {
-    device
-        .holders()
+pub fn guard_hooks(d: &DropResult, device: Device) -> Vec<Hook> {
+    d.params
+        .holders(device)
         .into_iter()
         .filter_map(|h| match h {
             Holder::Guard(hook) => Some(hook),
@@ -49,7 +49,7 @@ pub fn guard_hooks(device: Device) -> Vec<Hook> {
 
 /// The hook whose egress-guard figure is highest per CPU-second.
 pub fn best_hook(d: &DropResult, device: Device) -> Option<Hook> {
-    guard_hooks(device)
+    guard_hooks(d, device)
         .into_iter()
         .filter(|h| d.get(device, Holder::Guard(*h)).is_some())
         .max_by(|a, b| {
@@ -138,7 +138,7 @@ pub fn sane_figures(hv: &HvResult, figures: &mut Vec<(String, f64, bool)>) {
         ));
     }
     for device in Device::ALL {
-        for holder in device.holders() {
+        for holder in hv.drop.params.holders(device) {
             let h = hv.drop.get(device, holder);
             let label = format!("taps drop {}: {}", device.label(), holder.label(device));
             figures.push((
@@ -187,7 +187,7 @@ fn drop_table(d: &DropResult, device: Device) -> String {
     let mut out = String::from(
         "| what holds the flood back | `status` shows | written, M frames/s | sending CPU in the kernel | held back, M per CPU-second | ns a frame | ns above its floor | over its floor | over nftables |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    for holder in device.holders() {
+    for holder in d.params.holders(device) {
         let Some(h) = d.get(device, holder) else {
             continue;
         };
