@@ -17,6 +17,7 @@
 
 pub mod drop;
 pub mod flow;
+mod holder;
 pub mod lab;
 mod prose;
 pub mod qemu;
