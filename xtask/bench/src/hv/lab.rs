@@ -36,6 +36,8 @@ pub const TAP_BLOCKED: &str = "tap-blk";
 pub const TAP_ALLOWED: &str = "tap-ok";
 /// The blocked VM's macvtap (the SYN flood).
 pub const MACVTAP: &str = "mvt-blk";
+/// The real guest's tap (an allowed VM; QEMU creates it).
+pub const GUEST_TAP: &str = "gtap0";
 /// The macvtap's lower device in hv, and its peer in the internet namespace.
 const LOWER: &str = "mv-low";
 const LOWER_PEER: &str = "mv-peer";
@@ -151,7 +153,7 @@ impl HvLab {
     }
 
     /// The policy: the two taps' VMs (blocked, allowed), the macvtap's
-    /// (blocked), and QEMU's taps by the `attach` glob (unknown: blocked),
+    /// (blocked), the real guest's tap (allowed), and QEMU's taps by the `attach` glob (unknown: blocked),
     /// with `hook`.
     pub fn policy(hook: &str) -> String {
         policy(
@@ -161,6 +163,7 @@ impl HvLab {
                 (TAP_BLOCKED, Role::Blocked),
                 (TAP_ALLOWED, Role::Allowed),
                 (MACVTAP, Role::Blocked),
+                (GUEST_TAP, Role::Allowed),
             ],
             0,
         )

@@ -7,16 +7,19 @@
 //!    hook against one nftables rule and against the drop-all floor at the
 //!    same hook, per CPU-second of the sending CPU's kernel time;
 //! 3. [`qemu`]: the attach window of a tap that QEMU creates;
-//! 4. the datapath's TestRun ([`crate::datapath`]), briefly, so that the
+//! 4. [`guest`]: a real guest's TCP throughput through its tap, with and
+//!    without the agent (not in the smoke run);
+//! 5. the datapath's TestRun ([`crate::datapath`]), briefly, so that the
 //!    gap between a program and its floor on a device can be held against
 //!    what the program itself costs, in the same run.
 //!
 //! While 1 and 2 run, this process (and everything it starts: the agent,
 //! nft, ip) keeps off the sending CPU, which only the sender is pinned to;
-//! the affinity is restored for 3 and 4.
+//! the affinity is restored for the rest.
 
 pub mod drop;
 pub mod flow;
+pub mod guest;
 mod holder;
 pub mod lab;
 mod prose;
@@ -35,6 +38,9 @@ pub struct Params {
     pub flow: flow::Params,
     pub drop: drop::Params,
     pub qemu: qemu::Params,
+    /// None in the smoke run: a guest's boot alone takes longer than the
+    /// rest of this benchmark's smoke (the guest tests boot guests anyway).
+    pub guest: Option<guest::Params>,
     pub testrun: crate::datapath::Params,
 }
 
@@ -43,6 +49,7 @@ pub struct HvResult {
     pub flow: flow::FlowResult,
     pub drop: drop::DropResult,
     pub qemu: qemu::QemuResult,
+    pub guest: Option<guest::GuestResult>,
     pub testrun: crate::datapath::DatapathResult,
 }
 
@@ -92,12 +99,17 @@ pub fn run(bin: &Path, params: &Params) -> Result<HvResult> {
     // to one, QEMU's start-up work would hold the agent back.
     drop(away);
     let qemu = qemu::run(&lab, params.qemu).context("attach window of QEMU's taps")?;
+    let guest = params
+        .guest
+        .map(|p| guest::run(&lab, p).context("a real guest's throughput"))
+        .transpose()?;
     drop(lab);
     let testrun = crate::datapath::run(params.testrun).context("the programs' TestRun")?;
     Ok(HvResult {
         flow,
         drop: holding,
         qemu,
+        guest,
         testrun,
     })
 }

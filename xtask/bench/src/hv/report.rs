@@ -109,6 +109,23 @@ pub fn figures(r: &Results, out: &mut Vec<Figure>) {
             met: Some(g.vs_floor() >= GOAL_VS_FLOOR),
         });
     }
+    if let Some(g) = &hv.guest {
+        out.push(Figure {
+            bench: "7 taps",
+            what: format!(
+                "a real guest on a tap ({}), allowed: share of no-agent throughput under `tc`",
+                g.accel.split(' ').next().unwrap_or_default()
+            ),
+            goal: "- (the guest's CPU bounds it)".to_owned(),
+            measured: format!(
+                "{:.1} % ({:.0} Mbit/s, {:.0} without)",
+                g.ratio() * 100.0,
+                g.agent(),
+                g.none()
+            ),
+            met: None,
+        });
+    }
     out.push(Figure {
         bench: "7 taps",
         what: format!(
@@ -159,6 +176,11 @@ pub fn sane_figures(hv: &HvResult, figures: &mut Vec<(String, f64, bool)>) {
         }
     }
     figures.push(("taps: QEMU attach median".into(), hv.qemu.median(), false));
+    if let Some(g) = &hv.guest {
+        figures.push(("taps: guest, no agent".into(), g.none(), true));
+        figures.push(("taps: guest, agent".into(), g.agent(), true));
+        figures.push(("taps: guest, share".into(), g.ratio(), true));
+    }
 }
 
 fn flow_table(f: &FlowResult) -> String {
@@ -234,6 +256,36 @@ fn goals_table(r: &Results) -> String {
     out
 }
 
+fn guest_line(g: &super::guest::GuestResult) -> String {
+    format!(
+        "Booted under **{}** in {:.1} s. {} MiB a transfer, {} rounds: without the agent **{:.0} Mbit/s**, with it (`status` shows `{}`) **{:.0} Mbit/s**, **{:.1} %** of the no-agent figures around it (runs: without {}; with {}). The guest's frames on its tap averaged up to {} bytes ({}).",
+        g.accel,
+        g.boot_s,
+        g.params.mib,
+        g.params.rounds,
+        g.none(),
+        g.hook,
+        g.agent(),
+        g.ratio() * 100.0,
+        g.none_mbps
+            .iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        g.agent_mbps
+            .iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        g.mean_frame,
+        if g.mean_frame > 1514 {
+            "TSO super-frames, taken whole by the host"
+        } else {
+            "MTU-sized: no TSO reached the host"
+        }
+    )
+}
+
 fn qemu_line(q: &QemuResult) -> String {
     format!(
         "{} QEMU starts: from the tap existing to the program on it, median **{:.2} ms**, max {:.2} ms; QEMU's own start, from its exec to the tap existing, median {:.0} ms. `status` shows hook `{}` on QEMU's tap.",
@@ -276,6 +328,13 @@ fn values(r: &Results, hv: &HvResult) -> BTreeMap<String, String> {
     put("drop_macvtap_table", drop_table(&hv.drop, Device::Macvtap));
     put("qemu_line", qemu_line(&hv.qemu));
     put("qemu_command", hv.qemu.command.clone());
+    put(
+        "guest_line",
+        hv.guest.as_ref().map_or_else(
+            || "Not run in this mode (the smoke run boots no guest).".to_owned(),
+            guest_line,
+        ),
+    );
     put("testrun_rounds", hv.testrun.params.rounds.to_string());
     put("decision", prose::decision(hv));
     put("goals", goals_table(r));
