@@ -162,7 +162,7 @@ fn hv_plan(seconds: f64, warmup: f64, rounds: usize, creations: usize) -> hv::Pa
             tap_hooks: hooks,
         },
         qemu: hv::qemu::Params { creations },
-        guest: (creations > 1).then_some(hv::guest::Params { rounds: 3, mib: 32 }),
+        guest: (creations > 1).then_some(hv::guest::Params { rounds: 4, mib: 32 }),
         testrun: datapath::Params {
             repeat: if creations > 1 { 200_000 } else { 10_000 },
             rounds: if creations > 1 { 7 } else { 1 },

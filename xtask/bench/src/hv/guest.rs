@@ -34,6 +34,8 @@ pub struct Params {
 
 /// The receiver's port (allowed).
 const PORT: u16 = 5202;
+/// The pause between setting a configuration up and measuring it.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct GuestResult {
@@ -117,6 +119,10 @@ pub fn run(lab: &HvLab, params: Params) -> Result<GuestResult> {
             ensure!(on.is_empty(), "no agent, but {on}");
             None
         };
+        // Whatever the agent still does after `ready` is over before the
+        // transfer starts (QEMU's threads share the CPUs with it); the
+        // same pause without it.
+        signals::sleep(SETTLE)?;
         let (mbps, mean) = transfer(lab, guest, params)?;
         drop(agent);
         mean_frame = mean_frame.max(mean);

@@ -308,7 +308,10 @@ fn values(r: &Results, hv: &HvResult) -> BTreeMap<String, String> {
     put("mode", r.mode.name().to_owned());
     put("date", r.started.format("%Y-%m-%d %H:%M UTC").to_string());
     put("commit", machine.commit.clone());
-    put("busy", format!("{:.0} %", machine.busy_before * 100.0));
+    put(
+        "busy",
+        format!("{:.0} %", (machine.busy_before * 100.0).max(0.0)),
+    );
     put(
         "load",
         format!(
