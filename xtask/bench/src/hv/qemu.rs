@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, ensure};
-use egress_guard_netns::AttachWatch;
+use anyhow::{Context as _, Result, bail, ensure};
+use egress_guard_netns::{Agent, AttachWatch};
 
 use super::lab::HvLab;
 use crate::{lab::Background, signals, stats};
@@ -42,6 +42,27 @@ impl QemuResult {
     }
     pub fn start_median(&self) -> f64 {
         stats::median(&self.start_ms)
+    }
+}
+
+/// The hook `status` shows on `name`. The program is on the tap before
+/// the agent has saved the state `status` reads: asked again for up to 5 s.
+fn status_hook(agent: &Agent<'_>, name: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = agent.status_json()?;
+        let hook = status["interfaces"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == name))
+            .and_then(|x| x["hook"].as_str())
+            .map(str::to_owned);
+        match hook {
+            Some(h) => return Ok(h),
+            None if Instant::now() >= deadline => {
+                bail!("status shows no hook on QEMU's tap {name}:\n{status:#}")
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 
@@ -77,13 +98,7 @@ pub fn run(lab: &HvLab, params: Params) -> Result<QemuResult> {
         })?;
         vmm.check_running()?;
         if hook.is_empty() {
-            let status = agent.status_json()?;
-            status["interfaces"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == name.as_str()))
-                .and_then(|x| x["hook"].as_str())
-                .unwrap_or_default()
-                .clone_into(&mut hook);
+            hook = status_hook(&agent, &name)?;
         }
         attach_ms.push(
             times
