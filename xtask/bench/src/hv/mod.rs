@@ -26,6 +26,7 @@ mod prose;
 pub mod qemu;
 pub mod report;
 mod sender;
+mod tables;
 
 use std::path::Path;
 

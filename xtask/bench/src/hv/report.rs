@@ -14,9 +14,8 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use super::{
     HvResult,
     drop::{Device, DropResult, Holder, HolderResult},
-    flow::{self, FlowResult},
-    prose,
-    qemu::QemuResult,
+    flow, prose,
+    tables::{drop_table, flow_table, guest_line, qemu_line},
 };
 use crate::{Results, churn, lab::Hook, report::Figure};
 
@@ -183,56 +182,6 @@ pub fn sane_figures(hv: &HvResult, figures: &mut Vec<(String, f64, bool)>) {
     }
 }
 
-fn flow_table(f: &FlowResult) -> String {
-    let mut out = String::from(
-        "| hook | `status` shows | delivered, Gbit/s | share of no agent | Gbit per CPU-second (sending CPU, kernel) | super-frames delivered / written |\n|---|---|---|---|---|---|\n",
-    );
-    for hook in std::iter::once(Hook::None).chain(f.params.hooks.iter().copied()) {
-        let Some(h) = f.hooks.get(&hook) else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.2} | {:.1} % | {:.2} | {:.4} |",
-            hook.label(),
-            if h.actual.is_empty() { "-" } else { &h.actual },
-            h.gbps(),
-            h.ratio() * 100.0,
-            h.per_cpu_second(),
-            h.delivered_share()
-        );
-    }
-    out
-}
-
-fn drop_table(d: &DropResult, device: Device) -> String {
-    let mut out = String::from(
-        "| what holds the flood back | `status` shows | written, M frames/s | sending CPU in the kernel | held back, M per CPU-second | ns a frame | ns above its floor | over its floor | over nftables |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for holder in d.params.holders(device) {
-        let Some(h) = d.get(device, holder) else {
-            continue;
-        };
-        let floor_ns = d
-            .get(device, holder.floor())
-            .map_or(f64::NAN, HolderResult::ns_per_frame);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.3} | {:.0} % | {:.3} | {:.0} | {:+.0} | {:.3} | {:.3} |",
-            holder.label(device),
-            if h.actual.is_empty() { "-" } else { &h.actual },
-            h.written_pps() / 1e6,
-            h.kernel_share() * 100.0,
-            h.per_cpu_second() / 1e6,
-            h.ns_per_frame(),
-            h.ns_per_frame() - floor_ns,
-            h.vs_floor(),
-            h.vs_nft()
-        );
-    }
-    out
-}
-
 /// This benchmark's goals, as the summary has them (a run of this
 /// benchmark alone replaces only this section, not the summary).
 fn goals_table(r: &Results) -> String {
@@ -254,47 +203,6 @@ fn goals_table(r: &Results) -> String {
         );
     }
     out
-}
-
-fn guest_line(g: &super::guest::GuestResult) -> String {
-    format!(
-        "Booted under **{}** in {:.1} s. {} MiB a transfer, {} rounds: without the agent **{:.0} Mbit/s**, with it (`status` shows `{}`) **{:.0} Mbit/s**, **{:.1} %** of the no-agent figures around it (runs: without {}; with {}). The guest's frames on its tap averaged up to {} bytes ({}).",
-        g.accel,
-        g.boot_s,
-        g.params.mib,
-        g.params.rounds,
-        g.none(),
-        g.hook,
-        g.agent(),
-        g.ratio() * 100.0,
-        g.none_mbps
-            .iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        g.agent_mbps
-            .iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        g.mean_frame,
-        if g.mean_frame > 1514 {
-            "TSO super-frames, taken whole by the host"
-        } else {
-            "MTU-sized: no TSO reached the host"
-        }
-    )
-}
-
-fn qemu_line(q: &QemuResult) -> String {
-    format!(
-        "{} QEMU starts: from the tap existing to the program on it, median **{:.2} ms**, max {:.2} ms; QEMU's own start, from its exec to the tap existing, median {:.0} ms. `status` shows hook `{}` on QEMU's tap.",
-        q.params.creations,
-        q.median(),
-        q.max(),
-        q.start_median(),
-        q.hook
-    )
 }
 
 /// The values the template names.
@@ -419,12 +327,17 @@ pub fn rendering_problems(r: &Results, hv: &HvResult) -> Vec<String> {
 /// (inserted before the default-hook section, or at the end, when it has
 /// none).
 pub fn splice(existing: &str, r: &Results, hv: &HvResult) -> String {
-    let new = section(r, hv);
+    splice_text(existing, &section(r, hv))
+}
+
+/// `existing` with the text between [`BEGIN`] and [`END`] (markers
+/// included) replaced by `new`, or `new` put before the default-hook
+/// section, or at the end.
+fn splice_text(existing: &str, new: &str) -> String {
     if let (Some(b), Some(e)) = (existing.find(BEGIN), existing.find(END))
         && b < e
     {
-        let mut after = &existing[e + END.len()..];
-        after = after.trim_start_matches('\n');
+        let after = existing[e + END.len()..].trim_start_matches('\n');
         return format!("{}{new}{after}", &existing[..b]);
     }
     match existing.find("## The default hook") {
@@ -436,4 +349,40 @@ pub fn splice(existing: &str, r: &Results, hv: &HvResult) -> String {
 /// Whether `path` is where this section would be spliced.
 pub fn can_splice(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.starts_with("# egress-guard benchmarks"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_puts_every_value_and_names_what_is_missing() {
+        let values: BTreeMap<String, String> = [
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "two\n".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            fill("x {{a}} y {{ b }}.", &values).as_deref(),
+            Ok("x 1 y two.")
+        );
+        let err = fill("{{a}} {{nope}} {{", &values).unwrap_err();
+        assert!(err.contains("`nope`") && err.contains("unclosed"), "{err}");
+    }
+
+    #[test]
+    fn splicing_replaces_only_the_section() {
+        let new = format!("{BEGIN}\nNEW\n{END}\n\n");
+        let old = format!("# t\n\n{BEGIN}\nOLD\n{END}\n\n## The default hook\n");
+        assert_eq!(
+            splice_text(&old, &new),
+            format!("# t\n\n{BEGIN}\nNEW\n{END}\n\n## The default hook\n")
+        );
+        let without = "# t\n\n## 6. Idle\n\n## The default hook\nrest\n";
+        assert_eq!(
+            splice_text(without, &new),
+            format!("# t\n\n## 6. Idle\n\n{new}## The default hook\nrest\n")
+        );
+        assert_eq!(splice_text("# t\n", &new), format!("# t\n{new}"));
+    }
 }
