@@ -3,6 +3,9 @@
 //! cannot live in xtask itself), then the benchmarks, whose figures go to
 //! `BENCHMARKS.md` at the root of the workspace.
 //!
+//! The guest image (`cargo xtask guest`, cached) is made first: benchmark 7
+//! boots a real guest on a tap.
+//!
 //! `--smoke` runs each benchmark briefly and only checks that every figure
 //! exists and is sane; `cargo xtask test` runs it as its last step.
 
@@ -27,7 +30,7 @@ pub struct Args {
     /// Fewer repeats and a shorter idle window.
     #[arg(long)]
     quick: bool,
-    /// Only these benchmarks (comma-separated: datapath, throughput, drop, control, churn); the report is written only with --out.
+    /// Only these benchmarks (comma-separated: datapath, throughput, drop, control, churn, taps); the report is written only with --out (`--only taps --out BENCHMARKS.md` replaces just its section).
     #[arg(long, value_name = "LIST")]
     only: Option<String>,
     /// Where the report goes [default: BENCHMARKS.md at the workspace root].
@@ -97,8 +100,12 @@ fn run_bench(
     only: Option<&str>,
     out: Option<&Path>,
 ) -> Result<()> {
+    // The hypervisor-device benchmark boots a real guest (cached image: a
+    // second call takes well under a second).
+    let guest_dir = crate::guest::ensure(ctx)?;
     let mut cmd = ctx.command(bench);
-    cmd.arg("--agent")
+    cmd.env(egress_guard_netns::guest::GUEST_DIR_ENV, &guest_dir)
+        .arg("--agent")
         .arg(agent)
         .arg("--workspace")
         .arg(&ctx.root)

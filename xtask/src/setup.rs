@@ -50,7 +50,8 @@ const PACKAGES: &[&str] = &[
     "netsniff-ng",
     // The guest tests and `demo --vm`: QEMU boots the guest `cargo xtask
     // guest` makes from Debian packages (fetched with apt-get download and
-    // dpkg-deb, never installed).
+    // dpkg-deb, never installed); the benchmarks' attach window of a tap
+    // QEMU creates (`-netdev tap`, no guest booted).
     "qemu-system-x86",
 ];
 /// Debian packages needed only to build bpf-linker.

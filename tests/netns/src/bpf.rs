@@ -570,10 +570,26 @@ pub fn load_trivial(
 /// A BPF link of `prog` to interface `ifindex` (in this thread's network
 /// namespace) at `attach_type`.
 pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> Result<OwnedFd> {
+    link_create_flags(prog, ifindex, attach_type, 0)
+}
+
+/// `XDP_FLAGS_SKB_MODE`: generic XDP.
+pub const XDP_FLAGS_SKB_MODE: u32 = 2;
+/// `XDP_FLAGS_DRV_MODE`: native XDP (the driver's).
+pub const XDP_FLAGS_DRV_MODE: u32 = 4;
+
+/// [`link_create`] with the link's `flags` (for XDP: which mode).
+pub fn link_create_flags(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> Result<OwnedFd> {
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, fd_u32(prog));
     put_u32(&mut attr, 4, ifindex);
     put_u32(&mut attr, 8, attach_type);
+    put_u32(&mut attr, 12, flags);
     bpf_fd(
         BPF_LINK_CREATE,
         &mut attr,

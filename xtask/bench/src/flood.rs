@@ -197,7 +197,7 @@ fn tx_packets(ns: &Netns, dev: &str) -> Result<u64> {
 }
 
 /// Every `counter` object's packets in an `nft -j` document, summed.
-fn nft_counter_packets(v: &serde_json::Value) -> u64 {
+pub(crate) fn nft_counter_packets(v: &serde_json::Value) -> u64 {
     match v {
         serde_json::Value::Object(m) => m
             .iter()
@@ -215,7 +215,7 @@ fn nft_counter_packets(v: &serde_json::Value) -> u64 {
 }
 
 /// Packets egress-guard counted held back by policy, every VM, every CPU.
-fn guard_held(pin_dir: &Path) -> Result<u64> {
+pub(crate) fn guard_held(pin_dir: &Path) -> Result<u64> {
     let maps =
         egress_guard::datapath::Maps::open_pinned(&egress_guard::datapath::PinDir::new(pin_dir))
             .with_context(|| format!("opening the maps pinned in {}", pin_dir.display()))?;

@@ -9,7 +9,9 @@
 //! 4. control plane: check, start, a one-VM change, peak RSS at 1,000,
 //!    10,000 and 100,000 VMs;
 //! 5. interface churn: creation to enforcement;
-//! 6. idle CPU.
+//! 6. idle CPU;
+//! 7. hypervisor devices: tap throughput, drop capacity on tap and macvtap
+//!    against nftables and the drop-all floors, QEMU's taps' attach window.
 //!
 //! `--smoke` runs each briefly and checks that every figure exists and is
 //! sane (no timing is asserted); otherwise the figures go to `--out`
@@ -28,6 +30,7 @@ mod churn;
 mod control;
 mod datapath;
 mod flood;
+mod hv;
 mod lab;
 mod machine;
 mod policy;
@@ -54,14 +57,17 @@ pub enum Bench {
     Drop,
     Control,
     Churn,
+    /// Hypervisor devices: tap and macvtap.
+    Taps,
 }
 
-const ALL: [Bench; 5] = [
+const ALL: [Bench; 6] = [
     Bench::Datapath,
     Bench::Throughput,
     Bench::Drop,
     Bench::Control,
     Bench::Churn,
+    Bench::Taps,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +135,39 @@ struct Plan {
     flood: flood::Params,
     control: control::Params,
     churn: churn::Params,
+    hv: hv::Params,
+}
+
+/// The hypervisor-device benchmark's plan: `seconds` a window, `warmup`
+/// before it, `rounds` interleaved rounds, `creations` QEMU starts.
+/// The smoke run (one QEMU start) runs egress-guard under `tc` only: the
+/// other hooks take the same code paths, and each costs an agent start.
+fn hv_plan(seconds: f64, warmup: f64, rounds: usize, creations: usize) -> hv::Params {
+    let hooks = if creations > 1 {
+        vec![lab::Hook::Tc, lab::Hook::XdpGeneric, lab::Hook::Xdp]
+    } else {
+        vec![lab::Hook::Tc]
+    };
+    hv::Params {
+        flow: hv::flow::Params {
+            seconds,
+            warmup,
+            rounds,
+            hooks: hooks.clone(),
+        },
+        drop: hv::drop::Params {
+            seconds,
+            warmup,
+            rounds,
+            tap_hooks: hooks,
+        },
+        qemu: hv::qemu::Params { creations },
+        guest: (creations > 1).then_some(hv::guest::Params { rounds: 4, mib: 32 }),
+        testrun: datapath::Params {
+            repeat: if creations > 1 { 200_000 } else { 10_000 },
+            rounds: if creations > 1 { 7 } else { 1 },
+        },
+    }
 }
 
 impl Plan {
@@ -158,6 +197,7 @@ impl Plan {
                     idle_seconds: 60.0,
                 },
                 churn: churn::Params { creations: 200 },
+                hv: hv_plan(3.0, 0.5, 5, 20),
             },
             Mode::Quick => Self {
                 datapath: datapath::Params {
@@ -185,6 +225,7 @@ impl Plan {
                     idle_seconds: 31.0,
                 },
                 churn: churn::Params { creations: 200 },
+                hv: hv_plan(2.0, 0.5, 2, 10),
             },
             Mode::Smoke => Self {
                 datapath: datapath::Params {
@@ -210,6 +251,7 @@ impl Plan {
                     idle_seconds: 2.0,
                 },
                 churn: churn::Params { creations: 10 },
+                hv: hv_plan(0.1, 0.05, 1, 1),
             },
         }
     }
@@ -233,6 +275,9 @@ pub struct Results {
     pub control: Option<Vec<control::SizeResult>>,
     pub control_params: control::Params,
     pub churn: Option<churn::ChurnResult>,
+    pub hv: Option<hv::HvResult>,
+    /// The workspace (where the report's templates are).
+    pub workspace: PathBuf,
 }
 
 fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -317,6 +362,13 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         None
     };
+    let hv = wants(Bench::Taps)
+        .then(|| {
+            step("hypervisor devices: tap and macvtap", || {
+                hv::run(&bin, &plan.hv)
+            })
+        })
+        .transpose()?;
     let results = Results {
         mode,
         nice: cli.nice,
@@ -324,22 +376,28 @@ fn run(cli: &Cli) -> Result<()> {
         machine,
         started,
         took: t.elapsed(),
-        steal_share: {
-            let spent = machine::CpuTimes::read()?.since(&cpu_at_start);
-            if spent.total > 0.0 {
-                spent.steal / spent.total
-            } else {
-                0.0
-            }
-        },
+        steal_share: steal_since(&cpu_at_start)?,
         datapath,
         throughput,
         flood,
         control,
         control_params: plan.control,
         churn,
+        hv,
+        workspace: cli.workspace.clone(),
     };
     finish(cli, &results)
+}
+
+/// The share of all CPU time since `start` that the hypervisor gave to
+/// other guests.
+fn steal_since(start: &machine::CpuTimes) -> Result<f64> {
+    let spent = machine::CpuTimes::read()?.since(start);
+    Ok(if spent.total > 0.0 {
+        spent.steal / spent.total
+    } else {
+        0.0
+    })
 }
 
 /// Prints the summary; checks the figures (smoke) or writes the report.
@@ -360,7 +418,16 @@ fn finish(cli: &Cli, results: &Results) -> Result<()> {
         println!("smoke: every benchmark ran and gave sane figures");
     }
     if let Some(out) = &cli.out {
-        let text = report::markdown(results);
+        // This benchmark alone replaces its own section of an existing
+        // report, and leaves the rest as it was measured.
+        let text = match &results.hv {
+            Some(hv) if results.requested == [Bench::Taps] && hv::report::can_splice(out) => {
+                let existing = std::fs::read_to_string(out)
+                    .with_context(|| format!("reading {}", out.display()))?;
+                hv::report::splice(&existing, results, hv)
+            }
+            _ => report::markdown(results),
+        };
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
         println!("wrote {}", out.display());
     }

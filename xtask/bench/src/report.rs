@@ -37,6 +37,7 @@ pub fn figures(r: &Results) -> Vec<Figure> {
     throughput_figures(r, &mut out);
     flood_figures(r, &mut out);
     control_churn_idle_figures(r, &mut out);
+    crate::hv::report::figures(r, &mut out);
     out
 }
 
@@ -256,6 +257,7 @@ pub fn sanity(r: &Results) -> Vec<String> {
         r.control.as_ref().is_some_and(|c| !c.is_empty()),
     );
     missing(Bench::Churn, r.churn.is_some());
+    missing(Bench::Taps, r.hv.is_some());
     if let Some(ch) = &r.churn
         && ch.from_exists_ms.len() != ch.params.creations
     {
@@ -354,6 +356,9 @@ fn sane_figures(r: &Results) -> Vec<(String, f64, bool)> {
         figures.push(("churn: median".into(), ch.median(), false));
         figures.push(("churn: p99".into(), ch.p99(), false));
     }
+    if let Some(hv) = &r.hv {
+        crate::hv::report::sane_figures(hv, &mut figures);
+    }
     figures
 }
 
@@ -379,10 +384,15 @@ pub fn rendering_problems(r: &Results) -> Vec<String> {
             want.push(heading);
         }
     }
-    want.into_iter()
+    let mut bad: Vec<String> = want
+        .into_iter()
         .filter(|h| !text.contains(h))
         .map(|h| format!("the report has no `{h}`"))
-        .collect()
+        .collect();
+    if let Some(hv) = &r.hv {
+        bad.extend(crate::hv::report::rendering_problems(r, hv));
+    }
+    bad
 }
 
 pub fn markdown(r: &Results) -> String {

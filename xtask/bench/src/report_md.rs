@@ -73,6 +73,9 @@ pub fn render(r: &Results, figures: &[Figure]) -> String {
     if let Some(c) = &r.control {
         idle_section(&mut out, c);
     }
+    if let Some(hv) = &r.hv {
+        out.push_str(&crate::hv::report::section(r, hv));
+    }
     default_hook(&mut out, r);
     missed(&mut out, r, figures);
     anchors(&mut out, r);
@@ -108,7 +111,7 @@ iperf3, nftables and netsniff-ng's trafgen with the rest of the set-up):
 ```sh
 cargo xtask bench                         # every benchmark; writes this file
 cargo xtask bench --quick                 # fewer repeats, shorter idle window
-cargo xtask bench --only datapath,drop    # some of them: datapath, throughput, drop, control, churn
+cargo xtask bench --only datapath,drop    # some of them: datapath, throughput, drop, control, churn, taps
 cargo xtask bench --smoke                 # each briefly, checks the figures are sane, writes nothing
 ```
 
@@ -775,6 +778,7 @@ fn missed(out: &mut String, r: &Results, figures: &[Figure]) {
                 "4 control" => CONTROL_WHY.to_owned(),
                 "5 churn" => CHURN_WHY.to_owned(),
                 "6 idle" => IDLE_WHY.to_owned(),
+                "7 taps" => crate::hv::report::MISSED_WHY.to_owned(),
                 _ => String::new(),
             };
             for line in why.lines() {

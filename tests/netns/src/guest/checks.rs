@@ -258,7 +258,7 @@ impl BulkReceiver {
     }
 
     /// Waits (60 s) for its count and hash.
-    fn finish(mut self) -> Result<(u64, String)> {
+    pub fn finish(mut self) -> Result<(u64, String)> {
         let line = self
             .lines
             .recv_timeout(Duration::from_mins(1))
