@@ -102,7 +102,6 @@ pub enum AfterLinkEvent {
 
 /// The agent, holding the lock of its pin directory.
 pub struct Agent {
-    pub(super) pins: PinDir,
     pub(super) states: StateDir,
     pub(super) _lock: AgentLock,
     pub(super) datapath: Datapath,
@@ -176,13 +175,11 @@ impl Agent {
         // a policy that turns out larger grows the maps at the first
         // reconcile.
         let capacities = Capacities::for_vms(policy::estimate_vms(&bytes));
-        let staging = {
-            let pins = pins.clone();
-            std::thread::Builder::new()
-                .name("load-programs".to_owned())
-                .spawn(move || Datapath::stage(&pins, capacities))
-                .map_err(AgentError::Thread)?
-        };
+        // The pin directory goes to the datapath, which owns it from here.
+        let staging = std::thread::Builder::new()
+            .name("load-programs".to_owned())
+            .spawn(move || Datapath::stage(&pins, capacities))
+            .map_err(AgentError::Thread)?;
         let policy = policy::from_vec(policy_path, bytes);
         let staged = staging
             .join()
@@ -209,7 +206,7 @@ impl Agent {
                 "the saved state named interface creations no agent could have seen (in the future, or names Linux never gives): dropped"
             );
         }
-        let datapath = commit_datapath(&pins, staged?)?;
+        let datapath = commit_datapath(staged?)?;
         // The last attempts are a convenience for `status --vm`: a file
         // that cannot be read is started afresh, not a reason to stop.
         let recent = states.load_attempts().unwrap_or_else(|e| {
@@ -217,7 +214,6 @@ impl Agent {
             None
         });
         let mut agent = Self {
-            pins,
             states,
             _lock: lock,
             datapath,
@@ -282,16 +278,10 @@ impl Agent {
     }
 }
 
-/// Loads the programs over the pinned maps, carrying the counters over when
-/// the maps are new (another layout, or larger).
-pub(super) fn load_datapath(pins: &PinDir, capacities: Capacities) -> Result<Datapath, AgentError> {
-    commit_datapath(pins, Datapath::stage(pins, capacities)?)
-}
-
 /// Pins what [`Datapath::stage`] loaded, and carries the counters over when
 /// the maps are new.
-pub(super) fn commit_datapath(pins: &PinDir, staged: Staged) -> Result<Datapath, AgentError> {
-    let mut datapath = staged.commit(pins)?;
+pub(super) fn commit_datapath(staged: Staged) -> Result<Datapath, AgentError> {
+    let mut datapath = staged.commit()?;
     if let Some(old) = datapath.replaces().map(Path::to_owned) {
         let carried = datapath.maps.carry_counters(&old)?;
         info!(from = %old.display(), vms = carried, "carried the counters over to the new maps");

@@ -14,7 +14,6 @@ use super::{
     reconcile::warn_placement,
 };
 use crate::{
-    datapath::links::{pinned_links, unpin},
     desired::target,
     netdev::{LinkEvent, NetDev},
 };
@@ -33,13 +32,7 @@ impl Agent {
             LinkEvent::New(dev) => self.on_new_link(&dev, now),
             LinkEvent::Del { index, name } => {
                 self.known.remove(&index);
-                let mut changed = false;
-                for link in pinned_links(&self.pins)? {
-                    if link.ifindex == index {
-                        unpin(&link.path)?;
-                        changed = true;
-                    }
-                }
+                let mut changed = self.datapath.detach_interface(index)?;
                 changed |= self.datapath.maps.remove_interface(index)?;
                 if self.state.interfaces.remove(&index).is_some() || changed {
                     info!(
@@ -88,7 +81,7 @@ impl Agent {
         self.datapath.maps.set_interface(dev.index, target.entry)?;
         let hook = self
             .datapath
-            .enforce(&self.pins, dev.index, &dev.name, target.hook)
+            .enforce(dev.index, &dev.name, target.hook)
             .inspect_err(|_| self.stats.attach_failures += 1)?;
         info!(
             interface = %dev.name,

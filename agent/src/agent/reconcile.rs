@@ -24,11 +24,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::core::{Agent, AgentError, Reconciled, load_datapath};
+use super::core::{Agent, AgentError, Reconciled, commit_datapath};
 use crate::{
     datapath::{
         Capacities, Hook, KernelState, SyncReport,
-        links::{pinned_links, unpin},
     },
     desired::{self, Target},
     netdev,
@@ -97,7 +96,7 @@ impl Agent {
             to = wanted.ifaces,
             "the policy outgrows the maps: moving to larger ones"
         );
-        self.datapath = load_datapath(&self.pins, wanted)?;
+        self.datapath = commit_datapath(self.datapath.stage_larger(wanted)?)?;
         self.program_ids = self.datapath.program_ids()?;
         Ok(())
     }
@@ -135,7 +134,7 @@ impl Agent {
         targets: &[Target],
         done: &mut Reconciled,
     ) -> Result<BTreeMap<u32, EnforcedInterface>, AgentError> {
-        let pinned = pinned_links(&self.pins)?;
+        let pinned = self.datapath.links()?;
         let mut enforced = BTreeMap::new();
         for target in targets {
             let runs_ours = pinned.iter().any(|p| {
@@ -149,12 +148,10 @@ impl Agent {
             let hook = if runs_ours {
                 target.hook
             } else {
-                match self.datapath.enforce(
-                    &self.pins,
-                    target.dev.index,
-                    &target.dev.name,
-                    target.hook,
-                ) {
+                match self
+                    .datapath
+                    .enforce(target.dev.index, &target.dev.name, target.hook)
+                {
                     Ok(hook) => {
                         done.attached += 1;
                         info!(
@@ -197,12 +194,12 @@ impl Agent {
         done: &mut Reconciled,
     ) -> Result<(), AgentError> {
         let keep: BTreeSet<(u32, Hook)> = targets.iter().map(|t| (t.dev.index, t.hook)).collect();
-        for link in pinned_links(&self.pins)? {
+        for link in self.datapath.links()? {
             let wanted_here = keep
                 .iter()
                 .any(|&(ifindex, hook)| ifindex == link.ifindex && hook.accepts(link.hook));
             if !wanted_here {
-                unpin(&link.path)?;
+                self.datapath.detach(&link)?;
                 done.detached += 1;
                 info!(ifindex = link.ifindex, hook = %link.hook, "took the program off");
             }
@@ -237,15 +234,12 @@ impl Agent {
         if done.failed > 0 {
             return Ok(());
         }
-        if let Some(set) = self.datapath.map_set()
-            && (self.pins.current_map_set().as_deref() != Some(set)
-                || self.pins.map_sets().len() > 1)
-        {
-            self.pins.commit_map_set(set)?;
+        if let Some(set) = self.datapath.commit_map_set()? {
             info!(maps = %set.display(), "map set in use");
         }
         Ok(())
     }
+
 }
 
 /// Says what an operator must know of where a target's program went: a

@@ -222,13 +222,9 @@ impl Datapath {
     /// driver has none). Through the pinned link when there is one, which
     /// swaps the program atomically; otherwise with a new link, pinned at
     /// once. The interface's `EG_IFACES` entry must be written first.
-    pub fn enforce(
-        &mut self,
-        pins: &PinDir,
-        ifindex: u32,
-        ifname: &str,
-        hook: Hook,
-    ) -> Result<Hook, LinkError> {
+    pub fn enforce(&mut self, ifindex: u32, ifname: &str, hook: Hook) -> Result<Hook, LinkError> {
+        let pins = self.pin_dir()?.clone();
+        let pins = &pins;
         match hook {
             Hook::Tc | Hook::TcEgress | Hook::TcL3 => {
                 self.enforce_tc(pins, ifindex, ifname, hook).map(|()| hook)

@@ -7,6 +7,7 @@
 
 pub mod links;
 pub mod maps;
+mod owned;
 pub mod pins;
 pub mod slots;
 pub mod sync;
@@ -50,6 +51,8 @@ pub const PROGRAMS: [&str; 4] = [XDP_PROGRAM, TC_PROGRAM, TC_EGRESS_PROGRAM, TC_
 
 #[derive(Debug, Error)]
 pub enum DatapathError {
+    #[error("this datapath is not pinned (a test's): it has no pin directory")]
+    Unpinned,
     #[error(
         "the kernel programs are not in this binary (it was built with AYA_BUILD_SKIP); rebuild without it"
     )]
@@ -100,6 +103,9 @@ pub struct Datapath {
     /// map too small, or a map from another build).
     replaces: Option<PathBuf>,
     capacity: Capacities,
+    /// The pin directory it lives in (none when unpinned): the datapath
+    /// owns it; nothing outside `datapath/` pins or unpins.
+    pins: Option<PinDir>,
 }
 
 impl Datapath {
@@ -109,7 +115,7 @@ impl Datapath {
     /// [`Datapath::replaces`]) and the old one stays untouched until
     /// [`PinDir::commit_map_set`].
     pub fn load_pinned(pins: &PinDir, capacities: Capacities) -> Result<Self, DatapathError> {
-        Self::stage(pins, capacities)?.commit(pins)
+        Self::stage(pins, capacities)?.commit()
     }
 
     /// What [`Datapath::load_pinned`] does before it writes to bpffs: the
@@ -170,6 +176,7 @@ impl Datapath {
             replaces,
             capacity,
             unpinned,
+            pins: pins.clone(),
         })
     }
 
@@ -229,6 +236,7 @@ impl Datapath {
             map_set: None,
             replaces: None,
             capacity: Capacities::default(),
+            pins: None,
         })
     }
 
@@ -289,13 +297,14 @@ pub struct Staged {
     capacity: Capacities,
     /// The maps this load made, and where [`Staged::commit`] pins them.
     unpinned: Vec<(&'static str, PathBuf)>,
+    pins: PinDir,
 }
 
 impl Staged {
     /// Makes the pin directory and the map set, pins the maps made by the
     /// load: the datapath [`Datapath::load_pinned`] would have given.
-    pub fn commit(self, pins: &PinDir) -> Result<Datapath, DatapathError> {
-        pins.create()?;
+    pub fn commit(self) -> Result<Datapath, DatapathError> {
+        self.pins.create()?;
         std::fs::create_dir_all(&self.set).map_err(|source| DatapathError::Io {
             path: self.set.clone(),
             source,
@@ -311,6 +320,7 @@ impl Staged {
         datapath.map_set = Some(self.set);
         datapath.replaces = self.replaces;
         datapath.capacity = self.capacity;
+        datapath.pins = Some(self.pins);
         Ok(datapath)
     }
 }
