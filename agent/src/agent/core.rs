@@ -162,15 +162,32 @@ impl Agent {
         pins: PinDir,
         states: StateDir,
     ) -> Result<Self, AgentError> {
-        let bytes = policy::read(policy_path, limits)?;
+        let read = policy::read(policy_path, limits);
         let lock = match states.lock() {
             Ok(lock) => lock,
             // Another agent: an invalid policy is still said first.
             Err(e) => {
-                policy::from_vec(policy_path, bytes)?;
+                policy::from_vec(policy_path, read?)?;
                 return Err(e.into());
             }
         };
+        // A restart (a previous agent left a policy in force, and its copy)
+        // onto a file that does not read or validate keeps enforcing that
+        // policy, so that new interfaces are enforced too, instead of
+        // exiting into a restart loop; the file's errors are the rejection.
+        // A first start on an invalid file still refuses to start.
+        let fallback = match &read {
+            Ok(bytes) => policy::from_bytes(policy_path, bytes)
+                .err()
+                .and_then(|e| last_good(&states).map(|good| (good, e.to_string()))),
+            Err(e) => last_good(&states).map(|good| (good, e.to_string())),
+        };
+        let (policy_path_read, bytes, rejected) = match (read, fallback) {
+            (_, Some(((copy, bytes), e))) => (copy, bytes, Some(e)),
+            (Ok(bytes), None) => (policy_path.to_owned(), bytes, None),
+            (Err(e), None) => return Err(e.into()),
+        };
+        let bytes_len = bytes.len();
         // Sized from a count of the file's VMs made before it is read;
         // a policy that turns out larger grows the maps at the first
         // reconcile.
@@ -180,7 +197,7 @@ impl Agent {
             .name("load-programs".to_owned())
             .spawn(move || Datapath::stage(&pins, capacities))
             .map_err(AgentError::Thread)?;
-        let policy = policy::from_vec(policy_path, bytes);
+        let policy = policy::from_vec(&policy_path_read, bytes);
         let staged = staging
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -236,6 +253,15 @@ impl Agent {
             attempts: AttemptLog::new(events::DEFAULT_REPEAT_WINDOW, recent.unwrap_or_default()),
         };
         agent.program_ids = agent.datapath.program_ids()?;
+        if let Some(e) = rejected {
+            warn!(
+                file = %policy_path.display(),
+                in_force = %agent.policy.hash,
+                bytes = bytes_len,
+                "the policy file does not read or validate: the policy in force before the restart stays until the file is fixed"
+            );
+            agent.reject(String::new(), &e, Utc::now())?;
+        }
         Ok(agent)
     }
 
@@ -287,4 +313,16 @@ pub(super) fn commit_datapath(staged: Staged) -> Result<Datapath, AgentError> {
         info!(from = %old.display(), vms = carried, "carried the counters over to the new maps");
     }
     Ok(datapath)
+}
+
+/// The policy in force before a restart: the state's policy, read from its
+/// copy (checked against its sha256) and valid with this build; with the
+/// copy's path. None when there is none, or it does not read.
+fn last_good(states: &StateDir) -> Option<(PathBuf, Vec<u8>)> {
+    let state = states.load().ok()??;
+    let hash = state.policy?.hash;
+    let bytes = states.load_policy(&hash).ok()??;
+    let copy = states.policy_file(&hash);
+    policy::from_bytes(&copy, &bytes).ok()?;
+    Some((copy, bytes))
 }

@@ -26,9 +26,7 @@ use tracing::{info, warn};
 
 use super::core::{Agent, AgentError, Reconciled, commit_datapath};
 use crate::{
-    datapath::{
-        Capacities, Hook, KernelState, SyncReport,
-    },
+    datapath::{Capacities, Hook, KernelState, SyncReport},
     desired::{self, Target},
     netdev,
     placement::Coverage,
@@ -239,7 +237,6 @@ impl Agent {
         }
         Ok(())
     }
-
 }
 
 /// Says what an operator must know of where a target's program went: a
