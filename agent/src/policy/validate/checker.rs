@@ -28,6 +28,9 @@ pub struct Issue {
     pub first: Option<Loc>,
 }
 
+/// A field that is not in the file.
+struct Absent;
+
 /// "a, b or c"
 fn one_of(words: &[&str]) -> String {
     match words {
@@ -85,6 +88,32 @@ impl Checker {
         });
     }
 
+    /// The text of a field that is there: `Err(Absent)` when it is not,
+    /// `None` when it is empty (reported with `empty`: at the value, or at
+    /// the key when nothing follows it, `key:`).
+    fn present(
+        &mut self,
+        field: Field,
+        empty: impl FnOnce() -> String,
+        path: impl Fn() -> Path,
+    ) -> Result<Option<String>, Absent> {
+        let at = match field {
+            Field::Text(t) if !t.is_empty() => return Ok(Some(t)),
+            Field::Absent => return Err(Absent),
+            Field::Text(_) => Loc::Value(path()),
+            Field::Null => Loc::Key(path()),
+        };
+        self.error(at, empty());
+        Ok(None)
+    }
+
+    /// A result's value, or its error reported at the value.
+    fn valid<T>(&mut self, result: Result<T, String>, path: impl Fn() -> Path) -> Option<T> {
+        result
+            .map_err(|why| self.error(Loc::Value(path()), why))
+            .ok()
+    }
+
     /// A required scalar: its text, or an error (missing: at the mapping
     /// that lacks it; null: at its key; empty: at the value). `whose` names
     /// the mapping ("every VM").
@@ -95,18 +124,8 @@ impl Checker {
         whose: &str,
         path: impl Fn() -> Path,
     ) -> Option<String> {
-        match field {
-            Field::Text(t) if !t.is_empty() => Some(t),
-            Field::Text(_) => {
-                self.error(Loc::Value(path()), format!("`{key}` is empty"));
-                None
-            }
-            // `key:` with nothing after it: point at the key.
-            Field::Null => {
-                self.error(Loc::Key(path()), format!("`{key}` is empty"));
-                None
-            }
-            Field::Absent => {
+        self.present(field, || format!("`{key}` is empty"), &path)
+            .unwrap_or_else(|Absent| {
                 let mut parent = path();
                 parent.pop();
                 self.error(
@@ -114,8 +133,7 @@ impl Checker {
                     format!("missing `{key}`: {whose} needs one"),
                 );
                 None
-            }
-        }
+            })
     }
 
     /// An item of a list: its text, or an error for an empty one.
@@ -144,17 +162,7 @@ impl Checker {
         path: impl Fn() -> Path,
     ) -> Option<String> {
         let text = self.required(field, key, whose, &path)?;
-        match check_name(key, &text) {
-            Ok(()) => Some(text),
-            Err(why) => {
-                self.error(Loc::Value(path()), why);
-                None
-            }
-        }
-    }
-
-    fn empty_optional(key: &str) -> String {
-        format!("`{key}` is empty; give a value or leave the field out")
+        self.valid(check_name(key, &text).map(|()| text), path)
     }
 
     /// An optional scalar: `None` when absent; null or empty is an error.
@@ -164,18 +172,8 @@ impl Checker {
         key: &str,
         path: impl Fn() -> Path,
     ) -> Option<String> {
-        match field {
-            Field::Absent => None,
-            Field::Text(t) if !t.is_empty() => Some(t),
-            Field::Text(_) => {
-                self.error(Loc::Value(path()), Self::empty_optional(key));
-                None
-            }
-            Field::Null => {
-                self.error(Loc::Key(path()), Self::empty_optional(key));
-                None
-            }
-        }
+        let empty = || format!("`{key}` is empty; give a value or leave the field out");
+        self.present(field, empty, path).unwrap_or(None)
     }
 
     /// An optional setting written as one of a few words.
@@ -203,13 +201,8 @@ impl Checker {
         key: &str,
         path: impl Fn() -> Path,
     ) -> Option<DateTime<Utc>> {
-        match parse_time(text) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.error(Loc::Value(path()), format!("bad `{key}` time: {e}"));
-                None
-            }
-        }
+        let time = parse_time(text).map_err(|e| format!("bad `{key}` time: {e}"));
+        self.valid(time, path)
     }
 
     pub(crate) fn date(
@@ -218,12 +211,7 @@ impl Checker {
         key: &str,
         path: impl Fn() -> Path,
     ) -> Option<NaiveDate> {
-        match parse_date(text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.error(Loc::Value(path()), format!("bad `{key}` date: {e}"));
-                None
-            }
-        }
+        let day = parse_date(text).map_err(|e| format!("bad `{key}` date: {e}"));
+        self.valid(day, path)
     }
 }
