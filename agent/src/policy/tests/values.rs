@@ -23,18 +23,19 @@ subscriptions:
     );
 }
 
+/// [`BASE`] and a pay-as-you-go subscription `q`, its exemption's
+/// `granted` and `revoked` (lines 13 and 14, column 16) as written.
+fn exempted(granted: &str, revoked: &str) -> String {
+    format!(
+        "{BASE}  - id: q\n    offer: pay-as-you-go\n    created: 2020-01-01\n    exemption:\n      granted: {granted}\n      revoked: {revoked}\n"
+    )
+}
+
 #[test]
 fn bad_times() {
     let yaml = format!(
-        "{BASE}  - id: q
-    offer: pay-as-you-go
-    created: 2020-01-01
-    exemption:
-      granted: 2021-01-10 noon
-      revoked: 2021-01-10T12:00:00
-vms:
-  - {{name: a, subscription: s, interface: tap0, started: 2021-01-10}}
-"
+        "{}vms:\n  - {{name: a, subscription: s, interface: tap0, started: 2021-01-10}}\n",
+        exempted("2021-01-10 noon", "2021-01-10T12:00:00")
     );
     assert_eq!(
         errors(&yaml),
@@ -57,17 +58,11 @@ fn times_with_offsets_are_utc() {
 
 #[test]
 fn revoked_not_after_granted() {
-    let yaml = format!(
-        "{BASE}  - id: q
-    offer: pay-as-you-go
-    created: 2020-01-01
-    exemption:
-      granted: 2021-01-10T12:00:00Z
-      revoked: 2021-01-10T13:00:00+01:00
-"
-    );
     assert_eq!(
-        one(&yaml),
+        one(&exempted(
+            "2021-01-10T12:00:00Z",
+            "2021-01-10T13:00:00+01:00"
+        )),
         "p.yaml:14:16: `revoked` 2021-01-10T12:00:00Z is not after `granted` 2021-01-10T12:00:00Z"
     );
 }

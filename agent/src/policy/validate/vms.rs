@@ -138,32 +138,28 @@ pub(crate) fn resolve_subscriptions(
 pub(crate) fn vm_duplicates(c: &mut Checker, vms: &[Vm]) -> VmIndex {
     let mut index = VmIndex::with_capacity(vms.len());
     for (i, vm) in vms.iter().enumerate() {
-        let name_first = if vm.name.is_empty() {
-            None
-        } else {
-            index.by_name(vms, &vm.name)
+        let name_first = (!vm.name.is_empty())
+            .then(|| index.by_name(vms, &vm.name))
+            .flatten();
+        let interface_first = (!vm.interface.is_empty())
+            .then(|| index.by_interface(vms, &vm.interface))
+            .flatten();
+        let mut duplicate = |key: &str, first: usize, message: String| {
+            c.duplicate(
+                Loc::Value(yaml_path!["vms", i, key]),
+                Loc::Value(yaml_path!["vms", first, key]),
+                message,
+            );
         };
         if let Some(f) = name_first {
-            c.duplicate(
-                Loc::Value(yaml_path!["vms", i, "name"]),
-                Loc::Value(yaml_path!["vms", f, "name"]),
-                format!("duplicate VM name `{}`", vm.name),
-            );
+            duplicate("name", f, format!("duplicate VM name `{}`", vm.name));
         }
-        let interface_first = if vm.interface.is_empty() {
-            None
-        } else {
-            index.by_interface(vms, &vm.interface)
-        };
         if let Some(f) = interface_first {
-            c.duplicate(
-                Loc::Value(yaml_path!["vms", i, "interface"]),
-                Loc::Value(yaml_path!["vms", f, "interface"]),
-                format!(
-                    "duplicate interface `{}`, already the interface of VM `{}`",
-                    vm.interface, vms[f].name
-                ),
+            let message = format!(
+                "duplicate interface `{}`, already the interface of VM `{}`",
+                vm.interface, vms[f].name
             );
+            duplicate("interface", f, message);
         }
         // Only the first of a name or an interface is indexed (the policy
         // is invalid anyway when either repeats).
