@@ -17,9 +17,13 @@ use std::{collections::HashMap, fmt::Write as _};
 use chrono::{TimeZone as _, Utc};
 
 use super::{
-    Facts, Policy, PolicyError, fast, limits, parse, parse_by_serde,
+    error::PolicyError,
+    fast, limits,
+    model::Policy,
     raw::{RawPolicy, RawVm},
+    read::{parse, parse_by_serde},
     stream,
+    verdict::Facts,
 };
 
 /// Which readers read a file.

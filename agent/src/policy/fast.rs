@@ -27,20 +27,9 @@
 use super::{
     limits::MAX_SCALAR,
     raw::{Field, RawPolicy, RawVm},
+    source::Layout,
     stream,
 };
-
-/// Where the VMs of a file are, in bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layout {
-    /// The start of the line of each VM's `- `.
-    pub starts: Vec<u32>,
-    /// Where the list ends: the start of the trailer's first line, or the
-    /// end of the text.
-    pub end: u32,
-    /// The column of the items' `-`.
-    pub column: u32,
-}
 
 /// Reads `text`, its VMs going to `vm` one at a time with their index; or
 /// `None` (some VMs may have gone to `vm` already).

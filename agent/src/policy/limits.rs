@@ -21,7 +21,10 @@ use std::{
 
 use saphyr_parser::{Event, Parser, Span, Tag};
 
-use super::{Diagnostic, PolicyError, locate::Pos};
+use super::{
+    error::{Diagnostic, PolicyError},
+    locate::Pos,
+};
 
 /// The default size cap: a million VMs of up to 268 bytes each.
 pub const DEFAULT_MAX_POLICY_BYTES: u64 = 256 << 20;

@@ -1,24 +1,23 @@
 //! The validated policy: what a policy file means once it has been read.
+//!
+//! Invariants: every VM's `subscription_index` points into
+//! `subscriptions`; names and interfaces are unique, and the index finds
+//! each VM by its interface (unless empty), its name and its key; the
+//! policy is only built by validation ([`super::validate`]) or changed in
+//! place by [`super::update`], which keeps all of this.
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use globset::{GlobBuilder, GlobMatcher};
 use hashbrown::HashTable;
-use ipnet::IpNet;
 use serde::Serialize;
 
-/// The default `cutoff`: the day Azure started restricting port 25.
-pub const DEFAULT_CUTOFF: NaiveDate = match NaiveDate::from_ymd_opt(2017, 11, 15) {
-    Some(d) => d,
-    None => NaiveDate::MIN,
+use super::{
+    choices::{ExemptionRule, Restricted, Verdict},
+    enforcement::Enforcement,
+    keys::{name_hash, vm_key},
+    source::Source,
 };
-
-/// The default `ports`.
-pub const DEFAULT_PORTS: [u16; 1] = [25];
-
-/// At most this many `ports` (the kernel's port map has this many slots).
-pub const MAX_PORTS: usize = 16;
 
 /// A validated policy file.
 #[derive(Clone, Debug)]
@@ -39,7 +38,7 @@ pub struct Policy {
     /// [`super::from_vec`]), and where its VMs are in it when the file is
     /// simple enough for a changed one to be read VM by VM
     /// ([`super::update`]).
-    pub(crate) source: Option<std::sync::Arc<super::update::Source>>,
+    pub(crate) source: Option<Arc<Source>>,
 }
 
 impl Policy {
@@ -94,11 +93,6 @@ impl fmt::Debug for VmIndex {
     }
 }
 
-/// The hash an interface name is found by.
-pub(crate) fn name_hash(name: &str) -> u64 {
-    super::fnv1a64(&[name.as_bytes()])
-}
-
 impl VmIndex {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
@@ -117,7 +111,7 @@ impl VmIndex {
 
     pub(crate) fn by_name(&self, vms: &[Vm], name: &str) -> Option<usize> {
         self.keys
-            .find(super::vm_key(name), |&i| &*vms[i as usize].name == name)
+            .find(vm_key(name), |&i| &*vms[i as usize].name == name)
             .map(|&i| i as usize)
     }
 
@@ -182,164 +176,6 @@ impl VmIndex {
             }
         }
     }
-}
-
-/// The `enforcement:` section, defaults filled in.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Enforcement {
-    /// TCP destination ports held back, in file order, no duplicates, 1..=16 of them.
-    pub ports: Vec<u16>,
-    pub action: Action,
-    pub mode: Mode,
-    pub hook: Hook,
-    /// Globs of interface names also enforced (as written).
-    pub attach: Vec<String>,
-    /// The verdict of an enforced interface that belongs to no VM.
-    pub unknown: Verdict,
-    /// Destinations the ports are never held back towards (network addresses).
-    pub allow_destinations: Vec<IpNet>,
-    /// Subscriptions created on or after this day are restricted (for
-    /// `from-cutoff` offers).
-    pub cutoff: NaiveDate,
-    pub(crate) attach_globs: AttachGlobs,
-}
-
-impl Default for Enforcement {
-    fn default() -> Self {
-        Self {
-            ports: DEFAULT_PORTS.to_vec(),
-            action: Action::Drop,
-            mode: Mode::Enforce,
-            hook: Hook::Auto,
-            attach: Vec::new(),
-            unknown: Verdict::Block,
-            allow_destinations: Vec::new(),
-            cutoff: DEFAULT_CUTOFF,
-            attach_globs: AttachGlobs::default(),
-        }
-    }
-}
-
-impl Enforcement {
-    /// Whether `ifname` matches one of the `attach` globs.
-    pub fn matches_attach(&self, ifname: &str) -> bool {
-        self.attach_globs.is_match(ifname)
-    }
-
-    /// Sets `attach`, compiling the globs. Fails with the first pattern that
-    /// is not a valid glob, and why.
-    pub fn set_attach(&mut self, patterns: Vec<String>) -> Result<(), (String, String)> {
-        self.attach_globs = AttachGlobs::new(&patterns)?;
-        self.attach = patterns;
-        Ok(())
-    }
-}
-
-/// The compiled `attach` globs. Two are equal when their patterns are.
-#[derive(Clone, Default)]
-pub(crate) struct AttachGlobs {
-    patterns: Vec<String>,
-    matchers: Vec<GlobMatcher>,
-}
-
-impl AttachGlobs {
-    pub(crate) fn new(patterns: &[String]) -> Result<Self, (String, String)> {
-        let matchers = patterns
-            .iter()
-            .map(|p| compile_glob(p).map_err(|e| (p.clone(), e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            patterns: patterns.to_vec(),
-            matchers,
-        })
-    }
-
-    fn is_match(&self, ifname: &str) -> bool {
-        self.matchers.iter().any(|m| m.is_match(ifname))
-    }
-}
-
-/// Compiles one `attach` glob (`*`, `?`, `[...]`, `{a,b}`), or says why not.
-pub(crate) fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .backslash_escape(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| e.kind().to_string())
-}
-
-impl PartialEq for AttachGlobs {
-    fn eq(&self, other: &Self) -> bool {
-        self.patterns == other.patterns
-    }
-}
-
-impl fmt::Debug for AttachGlobs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.patterns).finish()
-    }
-}
-
-macro_rules! yaml_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-        pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            /// Every value, in the order the docs list them.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The YAML spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-
-            /// Reads the YAML spelling (exact, lowercase).
-            pub fn from_yaml(text: &str) -> Option<Self> {
-                match text {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-yaml_enum! {
-    /// What happens to a held-back segment.
-    Action { Drop = "drop", Reset = "reset", Icmp = "icmp" }
-}
-yaml_enum! {
-    /// `enforce` holds back; `audit` only counts.
-    Mode { Enforce = "enforce", Audit = "audit" }
-}
-yaml_enum! {
-    /// Where the program sits on VM interfaces.
-    Hook { Auto = "auto", Xdp = "xdp", XdpGeneric = "xdp-generic", Tc = "tc" }
-}
-yaml_enum! {
-    /// Whether a VM (or interface) may send to the held-back ports.
-    Verdict { Allow = "allow", Block = "block" }
-}
-yaml_enum! {
-    /// When subscriptions of an offer are restricted.
-    Restricted { Always = "always", Never = "never", FromCutoff = "from-cutoff" }
-}
-yaml_enum! {
-    /// Whether subscriptions of an offer can be exempted.
-    ExemptionRule { OnRequest = "on-request", Never = "never" }
 }
 
 /// An offer type: built in, overridden, or declared in the file.

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{ExemptionRule, Offer, Restricted};
+use super::{
+    choices::{ExemptionRule, Restricted},
+    model::Offer,
+};
 
 /// Name, `restricted`, `exemption` of each built-in offer, in SPEC's order.
 ///

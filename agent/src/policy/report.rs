@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::{
     model::Policy,
-    verdict::{Facts, Verdicts, fmt_time, verdicts},
+    values::fmt_time,
+    verdict::{Facts, Verdicts, verdicts},
 };
 
 const HEADER: [&str; 6] = [

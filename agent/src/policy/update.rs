@@ -20,23 +20,18 @@
 use std::{collections::HashSet, path::Path, sync::Arc};
 
 use super::{
-    Policy, PolicyError, Vm,
-    fast::{self, Layout},
-    from_vec_hashed,
+    error::PolicyError,
+    fast,
+    keys::sha256_hex,
+    model::{Policy, Vm},
+    read::from_vec_hashed,
+    source::{Layout, Source},
     validate::{Checker, SubNames, check_vm, resolve_subscriptions},
 };
 
 /// The most bytes of changed VMs put in place on the agent's event loop; a
 /// larger change is read whole, off the loop.
 pub const MAX_SPLICE: usize = 1 << 20;
-
-/// The text of a policy file, and where its VMs are in it (when [`fast`]
-/// read it). Shared (`Arc`) with the reads of the next version.
-#[derive(Debug)]
-pub struct Source {
-    pub(crate) text: String,
-    pub(crate) layout: Option<Layout>,
-}
 
 /// What [`Policy::update`] changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +99,7 @@ pub enum Applied {
 /// policy in force (`base`, or none to read the bytes whole) and reads them
 /// whole unless only a few VMs changed.
 pub fn prepare(path: &Path, bytes: Vec<u8>, base: Option<&Base>) -> Prepared {
-    let hash = super::sha256_hex(&bytes);
+    let hash = sha256_hex(&bytes);
     if let Some(base) = base {
         if hash == base.hash {
             return Prepared::InForce;

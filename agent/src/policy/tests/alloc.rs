@@ -89,3 +89,18 @@ pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Cost) {
         },
     )
 }
+
+/// Checks that `cost` (of reading `size` bytes) stayed within `time` and
+/// `memory` bytes of heap; prints it.
+pub fn check_cost(size: usize, cost: Cost, time: Duration, memory: u64) {
+    println!(
+        "{size} bytes: {:?}, heap peak {} bytes",
+        cost.took, cost.peak
+    );
+    assert!(cost.took < time, "took {:?} (bound {time:?})", cost.took);
+    assert!(
+        cost.peak < memory,
+        "heap peaked at {} bytes (bound {memory})",
+        cost.peak
+    );
+}

@@ -2,14 +2,14 @@
 //! `file:line:col` error, in bounded time and memory (measured here with
 //! generous margins: debug builds, a shared machine).
 
-use std::{fmt::Write as _, path::Path, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
 use super::{
-    alloc::{Cost, measure},
+    alloc::{check_cost, measure},
     errors, ok,
 };
 use crate::policy::{
-    self, Limits, PolicyError,
+    self, PolicyError,
     limits::{MAX_DEPTH, MAX_ERRORS, MAX_NAME, MAX_SCALAR, MAX_SERDE_BYTES},
     parse,
 };
@@ -26,19 +26,6 @@ fn hostile(text: &str, time: Duration, memory: u64) -> Vec<String> {
         Err(PolicyError::Invalid(d)) => d.iter().map(ToString::to_string).collect(),
         Err(e) => panic!("unexpected error {e}"),
     }
-}
-
-fn check_cost(size: usize, cost: Cost, time: Duration, memory: u64) {
-    println!(
-        "{size} bytes: {:?}, heap peak {} bytes",
-        cost.took, cost.peak
-    );
-    assert!(cost.took < time, "took {:?} (bound {time:?})", cost.took);
-    assert!(
-        cost.peak < memory,
-        "heap peaked at {} bytes (bound {memory})",
-        cost.peak
-    );
 }
 
 /// A billion laughs: nine lists of nine, each of the one before.
@@ -305,88 +292,6 @@ fn the_report_takes_any_width() {
     assert!(first.starts_with(&"x".repeat(1 << 20)), "{}", &first[..10]);
     let header = table.lines().next().expect("header");
     assert_eq!(header.find("SUBSCRIPTION"), Some((1 << 20) + 2));
-}
-
-/// A scratch directory for one test.
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "egress-guard-hostile-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn read_error(path: &Path, limits: Limits) -> (String, Cost) {
-    let (result, cost) = measure(|| policy::load(path, limits));
-    match result {
-        Ok(_) => panic!("{} was read", path.display()),
-        Err(e) => (e.to_string(), cost),
-    }
-}
-
-#[test]
-fn only_regular_files_are_read() {
-    let dir = scratch("kinds");
-    let fifo = dir.join("fifo.yaml");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-    let zero = dir.join("zero.yaml");
-    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
-    let to_fifo = dir.join("to-fifo.yaml");
-    std::os::unix::fs::symlink(&fifo, &to_fifo).expect("symlink");
-    let socket = dir.join("socket.yaml");
-    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("socket");
-    let sub = dir.join("dir.yaml");
-    std::fs::create_dir(&sub).expect("dir");
-    for (path, what) in [
-        (&fifo, "a FIFO"),
-        (&to_fifo, "a FIFO"),
-        (&zero, "a character device"),
-        (&sub, "a directory"),
-    ] {
-        let (e, cost) = read_error(path, Limits::default());
-        check_cost(0, cost, Duration::from_secs(1), 1 << 20);
-        assert_eq!(
-            e,
-            format!(
-                "{}:1:1: the policy is {what}; egress-guard reads a policy only from a regular file",
-                path.display()
-            )
-        );
-    }
-    // A socket cannot be opened at all: an I/O error, at once.
-    let (result, cost) = measure(|| policy::load(&socket, Limits::default()));
-    check_cost(0, cost, Duration::from_secs(1), 1 << 20);
-    assert!(matches!(result, Err(PolicyError::Io { .. })), "{result:?}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn files_are_read_up_to_the_size_cap() {
-    let dir = scratch("size");
-    let path = dir.join("big.yaml");
-    let text = format!("version: 1\n#{}\n", "x".repeat(10_000));
-    std::fs::write(&path, &text).expect("write");
-    let limits = Limits { max_bytes: 4096 };
-    let (e, cost) = read_error(&path, limits);
-    check_cost(text.len(), cost, Duration::from_secs(1), 1 << 20);
-    assert_eq!(
-        e,
-        format!(
-            "{}:1:1: the policy file is {} bytes or more; the limit is 4096 bytes (--max-policy-bytes)",
-            path.display(),
-            text.len()
-        )
-    );
-    // At the cap, it is read.
-    let limits = Limits {
-        max_bytes: text.len() as u64,
-    };
-    assert!(policy::load(&path, limits).is_ok());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -7,12 +7,10 @@
 //! in `cargo xtask test`; `EGRESS_GUARD_FUZZ_ROUNDS` runs more rounds.
 
 use super::{
-    fast::{PIECES, PLAIN, Rng, VALUES},
+    inputs::{EXAMPLE, PIECES, PLAIN, Rng, repeat_line, replace_value},
     scale::big_policy,
 };
 use crate::policy::readers_agree;
-
-const EXAMPLE: &str = include_str!("../../../../deploy/policy.example.yaml");
 
 /// A policy in flow style, with an anchor.
 const FLOW: &str = "version: 1
@@ -63,25 +61,8 @@ fn edit(rng: &mut Rng, text: &mut String) {
         2 if at < text.len() => {
             text.remove(at);
         }
-        3 | 4 => {
-            let values: Vec<usize> = text.match_indices(": ").map(|(i, _)| i + 2).collect();
-            if let Some(&start) = values.get(rng.below(values.len().max(1))) {
-                let end = text[start..]
-                    .find(['\n', ',', '}'])
-                    .map_or(text.len(), |i| start + i);
-                text.replace_range(start..end, VALUES[rng.below(VALUES.len())]);
-            }
-        }
-        _ => {
-            // A line repeated, or moved.
-            let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-            let end = text[at..].find('\n').map_or(text.len(), |i| at + i + 1);
-            let line = text[start..end].to_owned();
-            let to = rng.below(text.len() + 1);
-            if text.is_char_boundary(to) {
-                text.insert_str(to, &line);
-            }
-        }
+        3 | 4 => replace_value(rng, text, &['\n', ',', '}']),
+        _ => repeat_line(rng, text, at),
     }
 }
 

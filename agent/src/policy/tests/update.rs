@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{fast::PLAIN, scale::big_policy};
+use super::{inputs::PLAIN, scale::big_policy};
 use crate::policy::{Change, Policy, PolicyError, Verdict, from_vec, sha256_hex};
 
 fn full(text: &str) -> Result<Policy, PolicyError> {

@@ -1,93 +1,47 @@
-//! Prometheus metrics, `/healthz` and `/readyz` on `--metrics-addr`.
+//! The Prometheus text of a [`Snapshot`], rendered with
+//! prometheus-client from the snapshot alone.
 //!
-//! The HTTP side never touches the agent: a scrape sends a request to the
-//! run loop, which owns the agent, and gets back a [`Snapshot`] taken there
-//! (counters read from the maps at that moment). The text is rendered with
-//! prometheus-client, from the snapshot alone.
-//!
-//! Label cardinality is bounded by the policy: a VM has series only while it
-//! is in the policy in force (the agent also drops its kernel counters when
-//! it leaves), and per-VM counter series exist only for VMs that have had
-//! something held back.
+//! Invariants: the family names, help texts and labels are the metrics'
+//! interface (docs and dashboards use them): held-back counters carry one
+//! series a VM and reason (every reason of the map ABI, zero included);
+//! a family without labels is one series without braces.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
-
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use egress_guard_common::maps::{Attempts, Counters, user::Reason};
+use egress_guard_common::maps::user::Reason;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
 
-/// The default `--metrics-addr`.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9725";
-
-#[derive(Debug, Error)]
-pub enum MetricsError {
-    #[error("cannot listen on {addr} for metrics: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// One VM (or unknown interface) with counters.
-#[derive(Clone, Debug)]
-pub struct VmCounters {
-    pub vm: String,
-    pub subscription: String,
-    pub counters: Counters,
-}
-
-/// One VM (or unknown interface) with blocked connection attempts.
-#[derive(Clone, Debug)]
-pub struct VmAttempts {
-    pub vm: String,
-    pub subscription: String,
-    pub attempts: Attempts,
-}
-
-/// Everything the metrics show, taken at one moment by the run loop.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub counters: Vec<VmCounters>,
-    /// VMs of the policy in force by verdict.
-    pub vms_allowed: u64,
-    pub vms_blocked: u64,
-    /// Enforced interfaces by hook name.
-    pub interfaces_by_hook: Vec<(String, u64)>,
-    /// Enforced interfaces by (device kind, coverage).
-    pub interfaces_by_kind: Vec<((String, String), u64)>,
-    pub policy_generation: u64,
-    pub policy_hash: String,
-    pub policy_path: String,
-    pub reloads: u64,
-    pub reload_failures: u64,
-    pub attach_failures: u64,
-    /// Unix time of the last successful apply.
-    pub last_apply_seconds: i64,
-    pub ready: bool,
-    /// Blocked connection attempts (SYNs to a held port) by VM, and the
-    /// events about them the kernel did not send (rate limit, full ring).
-    pub attempts: Vec<VmAttempts>,
-}
+use super::snapshot::{Snapshot, VmAttempts};
 
 #[derive(Debug)]
 struct SnapshotCollector(Snapshot);
 
 type Labels = Vec<(&'static str, String)>;
+
+/// One family of metrics of `kind`: a series for each item of `series`
+/// (a single series, without braces, when its labels are empty).
+fn family<V, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl Iterator<Item = (Labels, V)>,
+    metric: impl Fn(V) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        if labels.is_empty() {
+            // A single series: no braces at all.
+            metric(value).encode(family)?;
+            break;
+        }
+        metric(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
 
 fn counter_family(
     encoder: &mut DescriptorEncoder,
@@ -95,21 +49,9 @@ fn counter_family(
     help: &str,
     series: impl Iterator<Item = (Labels, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (labels, value) in series {
-        if labels.is_empty() {
-            // A single series: no braces at all.
-            ConstCounter::new(value).encode(family)?;
-            break;
-        }
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, MetricType::Counter, series, |v| {
+        ConstCounter::new(v)
+    })
 }
 
 fn gauge_family<V>(
@@ -119,23 +61,16 @@ fn gauge_family<V>(
     series: impl Iterator<Item = (Labels, V)>,
 ) -> Result<(), std::fmt::Error>
 where
-    ConstGauge<V>: prometheus_client::encoding::EncodeMetric,
+    ConstGauge<V>: EncodeMetric,
 {
-    let mut family = encoder.encode_descriptor(
+    family(
+        encoder,
         name,
         help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (labels, value) in series {
-        if labels.is_empty() {
-            // A single series: no braces at all.
-            ConstGauge::new(value).encode(family)?;
-            break;
-        }
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+        MetricType::Gauge,
+        series,
+        ConstGauge::new,
+    )
 }
 
 impl Collector for SnapshotCollector {
@@ -308,70 +243,12 @@ pub fn render(snapshot: Snapshot) -> String {
     text
 }
 
-/// A scrape's request to the run loop.
-pub type Request = oneshot::Sender<Snapshot>;
-
-#[derive(Clone)]
-struct Shared {
-    requests: mpsc::Sender<Request>,
-    ready: Arc<AtomicBool>,
-}
-
-/// Listens on `addr`; returns the channel the run loop answers scrapes on.
-pub async fn serve(
-    addr: SocketAddr,
-    ready: Arc<AtomicBool>,
-) -> Result<mpsc::Receiver<Request>, MetricsError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })?;
-    let (requests, receiver) = mpsc::channel(16);
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(Shared { requests, ready });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!(error = %e, "the metrics server stopped");
-        }
-    });
-    Ok(receiver)
-}
-
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    let (reply, answer) = oneshot::channel();
-    if shared.requests.send(reply).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, String::new()).into_response();
-    }
-    match answer.await {
-        Ok(snapshot) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            render(snapshot),
-        )
-            .into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, String::new()).into_response(),
-    }
-}
-
-async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: some interface is not enforced yet\n",
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use egress_guard_common::maps::reason;
+    use egress_guard_common::maps::{Attempts, Counters, reason};
+
+    use super::render;
+    use crate::metrics::snapshot::{Snapshot, VmAttempts, VmCounters};
 
     #[test]
     fn renders_every_family_with_labels() {
