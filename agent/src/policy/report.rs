@@ -31,7 +31,7 @@ const HEADER: [&str; 6] = [
 /// blank line and `next change: TIME`.
 pub fn write_table(out: &mut dyn Write, policy: &Policy, facts: &Facts) -> io::Result<()> {
     let evaluated = verdicts(policy, facts);
-    let mut widths = HEADER.map(|h| h.chars().count());
+    let mut widths = HEADER.map(|h| h.chars().count()).to_vec();
     for vm in &policy.vms {
         let sub = policy.subscription_of(vm);
         for (w, cell) in widths
@@ -44,21 +44,11 @@ pub fn write_table(out: &mut dyn Write, policy: &Policy, facts: &Facts) -> io::R
     widths[4] = widths[4].max("allow".len()).max("block".len());
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut text = String::new();
+    // One line at a time, through the table writer `status` uses too.
     let mut line = |out: &mut dyn Write, cells: [&str; 6]| {
         text.clear();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                // Padded by hand: a width beyond `u16::MAX` is out of range
-                // for the formatting machinery.
-                text.push_str(cell);
-                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
-                text.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.write_all(text.trim_end().as_bytes())?;
-        out.write_all(b"\n")
+        crate::table::push_row(&mut text, &widths, cells);
+        out.write_all(text.as_bytes())
     };
     line(&mut out, HEADER)?;
     let mut reason = String::new();
