@@ -29,7 +29,11 @@
 mod churn;
 mod control;
 mod datapath;
+#[cfg(test)]
+mod fixture;
 mod flood;
+#[cfg(test)]
+mod golden;
 mod hv;
 mod lab;
 mod machine;
