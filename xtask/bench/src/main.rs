@@ -29,6 +29,7 @@
 mod churn;
 mod control;
 mod datapath;
+mod figure;
 #[cfg(test)]
 mod fixture;
 mod flood;
@@ -40,9 +41,9 @@ mod machine;
 mod policy;
 mod rawbpf;
 mod report;
-mod report_md;
 mod signals;
 mod stats;
+mod template;
 mod throughput;
 
 use std::{
