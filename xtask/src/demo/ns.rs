@@ -11,7 +11,7 @@ use egress_guard_netns::{
 };
 
 use super::story::{
-    BLOCKED, Demo, EXEMPT, METRICS_ADDR, RELAY_V4, indent, internet, judge, show_log,
+    BLOCKED, Demo, EXEMPT, METRICS_ADDR, RELAY_V4, indent, internet, judge, pins_left, show_log,
 };
 use crate::signals;
 
@@ -215,11 +215,7 @@ the kernel's maps with each interface's verdict, pinned it all under
         println!(
             "The pin directory {} is {}.",
             agent.pin_dir().display(),
-            if agent.pin_dir().exists() {
-                "STILL THERE"
-            } else {
-                "gone"
-            }
+            pins_left(agent)
         );
         self.mail(topo, sink, BLOCKED, SINK_V4.into(), 25, true)?;
         println!("With the programs gone, {BLOCKED}'s mail on port 25 flows again.");

@@ -190,6 +190,15 @@ pub(crate) fn show_log(agent: &Agent<'_>) {
     }
 }
 
+/// What became of the agent's pin directory after `detach`.
+pub(crate) fn pins_left(agent: &Agent<'_>) -> &'static str {
+    if agent.pin_dir().exists() {
+        "STILL THERE"
+    } else {
+        "gone"
+    }
+}
+
 pub(crate) fn indent(text: &str) -> String {
     text.trim_end()
         .lines()

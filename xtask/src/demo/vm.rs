@@ -15,7 +15,7 @@ use egress_guard_netns::{
 };
 
 use super::story::{
-    BLOCKED, Demo, EXEMPT, METRICS_ADDR, RELAY_V4, indent, internet, judge, show_log,
+    BLOCKED, Demo, EXEMPT, METRICS_ADDR, RELAY_V4, indent, internet, judge, pins_left, show_log,
 };
 use crate::{ctx::Ctx, signals};
 
@@ -172,11 +172,7 @@ impl Story<'_> {
         println!(
             "$ egress-guard detach --pin-dir {}\nThe pin directory is {}.",
             agent.pin_dir().display(),
-            if agent.pin_dir().exists() {
-                "STILL THERE"
-            } else {
-                "gone"
-            }
+            pins_left(agent)
         );
         self.mail(&mut blocked, SINK_V4.into(), 25, true)?;
         println!("With the programs gone, {BLOCKED}'s mail on port 25 flows again.");
