@@ -22,7 +22,6 @@ mod bench;
 mod build;
 mod ctx;
 mod demo;
-mod demo_vm;
 mod fuzz;
 mod guest;
 mod setup;

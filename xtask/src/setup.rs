@@ -192,14 +192,9 @@ fn cargo_fuzz(args: &Args, ctx: &mut Ctx) -> Result<()> {
         "--root",
     ])
     .arg(cargo_home());
-    if args.dry_run {
-        line(
-            "missing",
-            &format!("{item}: would run `{}`", describe(&cmd)),
-        );
+    if !run_unless_dry(args, &item, &mut cmd)? {
         return Ok(());
     }
-    loud(&mut cmd)?;
     ctx.prepend_path(&bin_dir);
     line("installed", &format!("{item} in {}", bin_dir.display()));
     Ok(())
@@ -264,14 +259,9 @@ fn nightly(args: &Args, ctx: &Ctx) -> Result<()> {
         "--component",
         "rust-src",
     ]);
-    if args.dry_run {
-        line(
-            "missing",
-            &format!("{item}: would run `{}`", describe(&install)),
-        );
+    if !run_unless_dry(args, &item, &mut install)? {
         return Ok(());
     }
-    loud(&mut install)?;
     line("installed", &item);
     Ok(())
 }
@@ -298,14 +288,9 @@ fn stable_components(args: &Args, ctx: &Ctx) -> Result<()> {
     let rustup = tool(ctx, "rustup").context("rustup is not installed")?;
     let mut install = ctx.command(rustup);
     install.args(["component", "add"]).args(&missing);
-    if args.dry_run {
-        line(
-            "missing",
-            &format!("{item}: would run `{}`", describe(&install)),
-        );
+    if !run_unless_dry(args, item, &mut install)? {
         return Ok(());
     }
-    loud(&mut install)?;
     line("installed", item);
     Ok(())
 }
@@ -583,14 +568,16 @@ fn quiet(cmd: &mut Command) -> Result<String> {
 
 /// Runs `cmd` with its output on the terminal; an error unless it exits 0.
 fn loud(cmd: &mut Command) -> Result<()> {
-    let line = describe(cmd);
-    println!("==> {line}");
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("could not start `{line}`"))?;
-    if !status.success() {
-        bail!("`{line}` failed ({status})");
+    crate::ctx::run_visible(cmd).map(|_| ())
+}
+
+/// Runs `cmd`, which installs `item`, unless this is a dry run, which
+/// only says what it would run. Whether it ran.
+fn run_unless_dry(args: &Args, item: &str, cmd: &mut Command) -> Result<bool> {
+    if args.dry_run {
+        line("missing", &format!("{item}: would run `{}`", describe(cmd)));
+        return Ok(false);
     }
-    Ok(())
+    loud(cmd)?;
+    Ok(true)
 }

@@ -1,8 +1,13 @@
 //! Ctrl-C and SIGTERM for the demo and the benchmarks: the first one sets a
-//! flag that the demo checks between steps, so that it stops the agent and
-//! removes its namespaces and pins before it exits (the benchmark binary,
-//! which gets the Ctrl-C too, does the same on its side while `bench`
-//! waits for it). A second one ends the process at once.
+//! flag that the demo and the benchmarks check between steps, so that they
+//! stop their agents and traffic and remove their namespaces, nftables
+//! rules and pins before the process exits (the benchmark binary, which
+//! gets the Ctrl-C too, does the same on its side while `bench` waits for
+//! it). A second one ends the process at once (`cargo xtask sweep` then
+//! removes what is left).
+//!
+//! The benchmark crate compiles this same file (`xtask/bench/src/signals.rs`
+//! includes it), so the two binaries handle signals alike.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -29,16 +29,21 @@
 mod churn;
 mod control;
 mod datapath;
+mod figure;
+#[cfg(test)]
+mod fixture;
 mod flood;
+#[cfg(test)]
+mod golden;
 mod hv;
 mod lab;
 mod machine;
 mod policy;
 mod rawbpf;
 mod report;
-mod report_md;
 mod signals;
 mod stats;
+mod template;
 mod throughput;
 
 use std::{

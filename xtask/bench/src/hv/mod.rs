@@ -19,6 +19,7 @@
 
 pub mod drop;
 pub mod flow;
+pub mod goals;
 pub mod guest;
 mod holder;
 pub mod lab;

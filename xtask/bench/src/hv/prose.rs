@@ -8,7 +8,7 @@ use super::{
     HvResult,
     drop::{Device, Holder, HolderResult},
     flow,
-    report::{AUTO_ON_TAP, GOAL_VS_FLOOR, best_hook, guard_hooks},
+    goals::{AUTO_ON_TAP, GOAL_VS_FLOOR, best_hook, guard_hooks},
 };
 use crate::lab::Hook;
 

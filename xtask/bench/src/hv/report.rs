@@ -9,56 +9,28 @@
 //! template that names a figure this module does not give renders an
 //! error line, which the smoke run refuses.
 
-use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+use std::{fmt::Write as _, path::Path};
 
 use super::{
     HvResult,
-    drop::{Device, DropResult, Holder, HolderResult},
-    flow, prose,
+    drop::{Device, Holder, HolderResult},
+    flow,
+    goals::{AUTO_ON_TAP, GOAL_FLOW_SHARE, GOAL_VS_FLOOR, best_hook},
+    prose,
     tables::{drop_table, flow_table, guest_line, qemu_line},
 };
-use crate::{Results, churn, lab::Hook, report::Figure};
+use crate::{
+    Results, churn,
+    figure::{Figure, met},
+    lab::Hook,
+    template::{self, Values},
+};
 
 pub const BEGIN: &str = "<!-- hypervisor devices: begin -->";
 pub const END: &str = "<!-- hypervisor devices: end -->";
 pub const HEADING: &str = "## 7. Hypervisor devices: tap and macvtap";
-/// Where the template is, under the workspace.
-pub const TEMPLATE: &str = "xtask/bench/templates/hypervisor.md";
-
-/// The goal for the default hook's share of the no-agent tap throughput.
-pub const GOAL_FLOW_SHARE: f64 = 0.98;
-/// The goal for the best hook against its own floor.
-pub const GOAL_VS_FLOOR: f64 = 0.97;
-/// What the report's list of missed goals says of this benchmark's.
-pub const MISSED_WHY: &str = "Why, in figures: section 7, \"Where the time goes\".";
-
-/// What `auto` chooses on a tap today (agent/src/placement.rs).
-pub const AUTO_ON_TAP: Hook = Hook::Tc;
-
-pub fn guard_hooks(d: &DropResult, device: Device) -> Vec<Hook> {
-    d.params
-        .holders(device)
-        .into_iter()
-        .filter_map(|h| match h {
-            Holder::Guard(hook) => Some(hook),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The hook whose egress-guard figure is highest per CPU-second.
-pub fn best_hook(d: &DropResult, device: Device) -> Option<Hook> {
-    guard_hooks(d, device)
-        .into_iter()
-        .filter(|h| d.get(device, Holder::Guard(*h)).is_some())
-        .max_by(|a, b| {
-            let v = |h: Hook| {
-                d.get(device, Holder::Guard(h))
-                    .map_or(0.0, HolderResult::per_cpu_second)
-            };
-            v(*a).total_cmp(&v(*b))
-        })
-}
+/// The template, under `template::DIR`.
+pub const TEMPLATE: &str = "hypervisor.md";
 
 pub fn figures(r: &Results, out: &mut Vec<Figure>) {
     let Some(hv) = &r.hv else { return };
@@ -195,20 +167,16 @@ fn goals_table(r: &Results) -> String {
             f.what,
             f.goal,
             f.measured,
-            match f.met {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "",
-            }
+            met(f.met)
         );
     }
     out
 }
 
 /// The values the template names.
-fn values(r: &Results, hv: &HvResult) -> BTreeMap<String, String> {
+fn values(r: &Results, hv: &HvResult) -> Values {
     let machine = &r.machine;
-    let mut v: BTreeMap<String, String> = BTreeMap::new();
+    let mut v = Values::new();
     let mut put = |k: &str, x: String| {
         v.insert(k.to_owned(), x);
     };
@@ -264,49 +232,11 @@ fn values(r: &Results, hv: &HvResult) -> BTreeMap<String, String> {
     v
 }
 
-/// Fills `{{name}}` in `template` from `values`; names without a value are
-/// listed in the error.
-fn fill(template: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    let mut unknown = Vec::new();
-    while let Some(at) = rest.find("{{") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let Some(end) = after.find("}}") else {
-            unknown.push("an unclosed `{{`".to_owned());
-            rest = "";
-            break;
-        };
-        let key = after[..end].trim();
-        match values.get(key) {
-            Some(v) => out.push_str(v.trim_end_matches('\n')),
-            None => unknown.push(format!("`{key}`")),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    if unknown.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "the template names what this run does not give: {}",
-            unknown.join(", ")
-        ))
-    }
-}
-
 /// The section, markers included.
 pub fn section(r: &Results, hv: &HvResult) -> String {
-    let path = r.workspace.join(TEMPLATE);
-    let body = match std::fs::read_to_string(&path) {
-        Ok(t) => fill(&t, &values(r, hv))
-            .unwrap_or_else(|e| format!("{HEADING}\n\nRENDERING ERROR: {}: {e}\n", path.display())),
-        Err(e) => format!(
-            "{HEADING}\n\nRENDERING ERROR: reading {}: {e}\n",
-            path.display()
-        ),
-    };
+    let body = template::Templates::in_workspace(&r.workspace)
+        .render(TEMPLATE, &values(r, hv))
+        .unwrap_or_else(|e| format!("{HEADING}\n\nRENDERING ERROR: {e}\n"));
     format!("{BEGIN}\n{}\n{END}\n\n", body.trim_end())
 }
 
@@ -354,21 +284,6 @@ pub fn can_splice(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fill_puts_every_value_and_names_what_is_missing() {
-        let values: BTreeMap<String, String> = [
-            ("a".to_owned(), "1".to_owned()),
-            ("b".to_owned(), "two\n".to_owned()),
-        ]
-        .into();
-        assert_eq!(
-            fill("x {{a}} y {{ b }}.", &values).as_deref(),
-            Ok("x 1 y two.")
-        );
-        let err = fill("{{a}} {{nope}} {{", &values).unwrap_err();
-        assert!(err.contains("`nope`") && err.contains("unclosed"), "{err}");
-    }
 
     #[test]
     fn splicing_replaces_only_the_section() {

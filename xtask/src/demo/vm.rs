@@ -8,17 +8,16 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use egress_guard_netns::{
     Agent, Guest, GuestImage, Nic, SmtpSink, Topology, held_back_packets,
     topology::{SINK_V4, SINK_V6},
 };
 
-use crate::{
-    ctx::Ctx,
-    demo::{BLOCKED, Demo, EXEMPT, METRICS_ADDR, RELAY_V4, indent},
-    signals,
+use super::story::{
+    BLOCKED, Demo, EXEMPT, METRICS_ADDR, RELAY_V4, indent, internet, judge, pins_left, show_log,
 };
+use crate::{ctx::Ctx, signals};
 
 /// The steps of this story.
 pub const STEPS: u32 = 11;
@@ -27,22 +26,7 @@ pub fn run(ctx: &Ctx, demo: &Demo) -> Result<()> {
     demo.step("Build a guest and a small hypervisor")?;
     let image = GuestImage::in_dir(&crate::guest::ensure(ctx)?)?;
     let topo = Topology::builder().build()?;
-    // The relay the example policy allows (10.77.250.0/24), in the internet
-    // namespace, routed by hv.
-    topo.internet
-        .ip(["addr", "add", &format!("{RELAY_V4}/32"), "dev", "eth0"])?;
-    topo.hv.ip([
-        "route",
-        "add",
-        "10.77.250.0/24",
-        "via",
-        &SINK_V4.to_string(),
-    ])?;
-    let sink = SmtpSink::start(
-        &topo.internet,
-        &[SINK_V4.into(), SINK_V6.into(), RELAY_V4.into()],
-        &[25, 587],
-    )?;
+    let sink = internet(&topo)?;
     println!(
         "\
 The guest is Debian's kernel (linux-image-amd64) with a busybox initramfs and
@@ -89,10 +73,7 @@ ports 25 and 587, with a mail relay at {RELAY_V4}.",
     };
     let result = story.with_agent(&topo, &image, &mut agent, blocked, exempt);
     if result.is_err() {
-        let log = egress_guard_netns::agent::strip_ansi(&agent.stderr());
-        if !log.trim().is_empty() {
-            println!("\nThe agent's log (stderr):\n{}", indent(&log));
-        }
+        show_log(&agent);
     }
     result
 }
@@ -191,11 +172,7 @@ impl Story<'_> {
         println!(
             "$ egress-guard detach --pin-dir {}\nThe pin directory is {}.",
             agent.pin_dir().display(),
-            if agent.pin_dir().exists() {
-                "STILL THERE"
-            } else {
-                "gone"
-            }
+            pins_left(agent)
         );
         self.mail(&mut blocked, SINK_V4.into(), 25, true)?;
         println!("With the programs gone, {BLOCKED}'s mail on port 25 flows again.");
@@ -210,25 +187,8 @@ impl Story<'_> {
             self.timeout.as_secs()
         );
         let d = guest.try_deliver(self.sink, server, port, self.timeout)?;
-        match &d.received {
-            Some(r) if d.delivered() => println!(
-                "  => DELIVERED in {:.1}s: the server received it from {} on port {}.",
-                d.attempt.elapsed.as_secs_f64(),
-                r.peer,
-                r.server_port
-            ),
-            _ => println!(
-                "  => HELD BACK: no answer in {:.1}s, and the server received nothing.",
-                d.attempt.elapsed.as_secs_f64()
-            ),
-        }
-        if d.delivered() != expected {
-            bail!(
-                "expected this mail to be {}, but:\n{}",
-                if expected { "delivered" } else { "held back" },
-                d.describe()
-            );
-        }
-        Ok(())
+        judge(&d, expected, |secs| {
+            format!("no answer in {secs:.1}s, and the server received nothing.")
+        })
     }
 }
