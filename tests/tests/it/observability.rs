@@ -19,7 +19,6 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -38,17 +37,11 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
+use crate::fixtures::serial;
+
 // ---------------------------------------------------------------------------
 // Set-up
 // ---------------------------------------------------------------------------
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Where the agent serves metrics: the default address, on the loopback of
 /// the test's own hypervisor namespace.
@@ -448,7 +441,7 @@ fn await_generation(s: &Setup, generation: u64) -> Result<Metrics> {
 /// and `/healthz` and `/readyz` answer.
 #[test]
 fn five_syns_are_five_in_the_metrics_and_one_logged_attempt_with_a_summary() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new()?;
     let started = Utc::now();
@@ -623,7 +616,7 @@ fn five_syns_are_five_in_the_metrics_and_one_logged_attempt_with_a_summary() -> 
 /// and the generation follow.
 #[test]
 fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new()?;
     let agent = s.start_agent(&enforce("auto"))?;
@@ -746,7 +739,7 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
 /// a VM that leaves the policy leaves the metrics (its counters with it).
 #[test]
 fn a_rejected_policy_is_counted_and_a_vm_that_leaves_the_policy_leaves_the_metrics() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new()?;
     let agent = s.start_agent(&enforce("auto"))?;
@@ -812,7 +805,7 @@ fn a_rejected_policy_is_counted_and_a_vm_that_leaves_the_policy_leaves_the_metri
 /// `--vm` is a usage error.
 #[test]
 fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new()?;
     let mut agent = s.start_agent(&enforce("auto"))?;
@@ -1097,7 +1090,7 @@ fn recent_count(doc: &Value) -> u64 {
 /// counted as lost. Through native XDP this time.
 #[test]
 fn a_flood_of_syns_yields_a_bounded_number_of_events_and_the_rest_are_counted_lost() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new()?;
     let agent = s.start_agent(&enforce("xdp"))?;

@@ -17,7 +17,7 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
-use crate::streams::{Seen, Stream};
+use super::streams::{Seen, Stream};
 
 /// The hook settings of a policy, each tried in turn.
 pub const HOOKS: [&str; 4] = ["tc", "xdp", "xdp-generic", "auto"];

@@ -23,6 +23,8 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
+use crate::fixtures::serial;
+
 /// How long swaks waits for each step: a held-back attempt takes this long.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -116,6 +118,7 @@ fn with_agent_output<T>(agent: &Agent<'_>, r: Result<T>) -> Result<T> {
 
 #[test]
 fn a_blocked_vm_is_held_back_on_25_over_ipv4_and_ipv6_but_delivers_on_587() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -157,6 +160,7 @@ fn a_blocked_vm_is_held_back_on_25_over_ipv4_and_ipv6_but_delivers_on_587() -> R
 
 #[test]
 fn an_exempt_vm_delivers_on_25() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -270,6 +274,7 @@ fn actions_answer_at_once(
 
 #[test]
 fn with_action_reset_a_blocked_vm_is_refused_at_once_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     actions_answer_at_once(
         "reset",
         "Connection refused",
@@ -280,6 +285,7 @@ fn with_action_reset_a_blocked_vm_is_refused_at_once_under_every_hook() -> Resul
 
 #[test]
 fn with_action_icmp_a_blocked_vm_is_told_unreachable_at_once_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     // Linux reports ICMP administratively prohibited as EHOSTUNREACH, and
     // ICMPv6's as EACCES. Within one retransmission: across a veth the
     // error can come back while connect() still holds the socket, and the
@@ -295,6 +301,7 @@ fn with_action_icmp_a_blocked_vm_is_told_unreachable_at_once_under_every_hook() 
 
 #[test]
 fn a_relay_in_allow_destinations_receives_on_25_from_a_blocked_vm() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(Topology::builder().routed_vm("vm-blocked").build()?)?;
     let agent = s.start_agent(&policy("auto", &[], &[("vm-blocked", Role::Blocked)]))?;
@@ -312,6 +319,7 @@ fn a_relay_in_allow_destinations_receives_on_25_from_a_blocked_vm() -> Result<()
 
 #[test]
 fn a_vm_on_the_bridge_is_held_back_too() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -342,6 +350,7 @@ fn a_vm_on_the_bridge_is_held_back_too() -> Result<()> {
 
 #[test]
 fn an_interface_matching_attach_that_belongs_to_no_vm_is_held_back() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -366,6 +375,7 @@ fn an_interface_matching_attach_that_belongs_to_no_vm_is_held_back() -> Result<(
 
 #[test]
 fn a_vm_interface_that_appears_while_the_agent_runs_is_enforced() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(Topology::builder().routed_vm("vm-exempt").build()?)?;
     // vm-late is in the policy but does not exist yet when the agent starts.
@@ -402,6 +412,7 @@ fn a_vm_interface_that_appears_while_the_agent_runs_is_enforced() -> Result<()> 
 
 #[test]
 fn status_shows_held_back_counters_that_grow() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -560,16 +571,19 @@ fn stop_then_detach(hook: &str) -> Result<()> {
 
 #[test]
 fn sigterm_leaves_enforcement_and_detach_removes_everything_tc() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     stop_then_detach("tc")
 }
 
 #[test]
 fn sigterm_leaves_enforcement_and_detach_removes_everything_xdp() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     stop_then_detach("xdp")
 }
 
 #[test]
 fn run_rejects_an_invalid_policy_with_exit_2_before_touching_the_kernel() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     require_root()?;
     let bin = agent_bin()?;
     let topo = Topology::builder().routed_vm("vm-blocked").build()?;
@@ -775,6 +789,7 @@ fn check(bin: &Path, args: &[&str]) -> Result<cmd::Finished> {
 
 #[test]
 fn check_prints_the_expected_verdict_for_every_vm_of_every_built_in_offer() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let bin = agent_bin()?;
     let cases = check_cases();
     let dir = TempDir::new("check")?;
@@ -863,6 +878,7 @@ fn check_prints_the_expected_verdict_for_every_vm_of_every_built_in_offer() -> R
 
 #[test]
 fn check_rejects_invalid_policies_with_exit_2_and_a_location() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let bin = agent_bin()?;
     let dir = TempDir::new("check")?;
     let good = check_policy(&check_cases()[..2]);

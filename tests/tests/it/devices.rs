@@ -20,11 +20,8 @@
 //! macvtap under `action: reset` and `icmp`. Needs root and
 //! `$EGRESS_GUARD_BIN`.
 
-#[path = "devices/harness.rs"]
 mod harness;
-#[path = "devices/replies.rs"]
 mod replies;
-#[path = "devices/streams.rs"]
 mod streams;
 
 use std::{
@@ -41,6 +38,8 @@ use egress_guard_tests::netns::{
 };
 use harness::{Case, HOOKS, Lab, policy};
 use streams::{Plan, Shape};
+
+use crate::fixtures::serial;
 
 /// The gateway (`.1`, `::1`) and VM (`.2`, `::2`) addresses of routed
 /// device `k`: 10.77.k.0/24 and fd77:0:k::/64.
@@ -83,6 +82,7 @@ fn macvtap_plan(dev: &VmDevice, host: u8, blocked: bool) -> Plan {
 
 #[test]
 fn tap_vnet_hdr_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     let blocked = VmDevice::tap(hv, "tap-blk", 0)?;
@@ -119,6 +119,7 @@ fn tap_vnet_hdr_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
 
 #[test]
 fn macvtap_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let (hv, inet) = (lab.hv(), &lab.topo.internet);
     let peer_mac = lab.macvtap_lower()?;
@@ -145,6 +146,7 @@ fn macvtap_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
 
 #[test]
 fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     let blocked = VmDevice::l3_tun(hv, "l3-blk")?;
@@ -172,6 +174,7 @@ fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
 /// solicitation), so no reply can come from anywhere but the agent.
 #[test]
 fn tap_macvtap_and_tun_guests_get_the_reset_and_icmp_replies_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     let peer_mac = lab.macvtap_lower()?;
@@ -258,6 +261,7 @@ fn tap_macvtap_and_tun_guests_get_the_reset_and_icmp_replies_under_every_hook() 
 /// XDP is honoured, gets none. The report itself is unchanged.
 #[test]
 fn check_warns_where_xdp_is_overridden_naming_the_interface_and_kind() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     lab.macvtap_lower()?;

@@ -20,7 +20,6 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -38,19 +37,11 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
+use crate::fixtures::serial;
+
 // ---------------------------------------------------------------------------
 // Set-up shared by the tests
 // ---------------------------------------------------------------------------
-
-/// One test at a time: they measure latencies and windows, which another
-/// test's agent parsing 100,000 VMs on the same 2 cores would distort.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// How long swaks waits for each step of a quick probe: a held-back attempt
 /// takes this long (a dropped SYN is retransmitted after 1 s).
@@ -415,7 +406,7 @@ fn tcx_program(ns: &Netns, ifname: &str) -> Result<ProgInfo> {
 /// each applied within a second, with the traffic effect.
 #[test]
 fn policy_edits_renames_deletion_and_sighup_apply_within_a_second() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -547,7 +538,7 @@ fn a_configmap_style_symlink_swap_applies_within_a_second() -> Result<()> {
         Ok(name)
     }
 
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -594,7 +585,7 @@ fn a_configmap_style_symlink_swap_applies_within_a_second() -> Result<()> {
 
 #[test]
 fn an_invalid_policy_is_reported_and_the_one_in_force_stays_until_fixed() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -667,7 +658,7 @@ fn an_invalid_policy_is_reported_and_the_one_in_force_stays_until_fixed() -> Res
 
 #[test]
 fn a_one_vm_change_writes_only_its_entry_and_the_generation() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::bare(
         Topology::builder()
@@ -728,7 +719,7 @@ fn a_one_vm_change_writes_only_its_entry_and_the_generation() -> Result<()> {
 
 #[test]
 fn a_recreated_interface_opens_a_pending_exemption_across_agent_restarts() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -796,7 +787,7 @@ fn a_recreated_interface_opens_a_pending_exemption_across_agent_restarts() -> Re
 
 #[test]
 fn a_timed_revocation_and_a_timed_grant_take_effect_on_time_without_a_reload() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(
         Topology::builder()
@@ -947,7 +938,7 @@ fn create_and_time(hv: &Netns, n: usize) -> Result<Vec<(String, u32)>> {
 #[test]
 fn interfaces_that_appear_are_enforced_at_once_and_those_that_go_leave_nothing() -> Result<()> {
     const CREATIONS: usize = 20;
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(Topology::builder().routed_vm("vm-blocked").build()?)?;
     // Half of the new interfaces are named in the policy (pvmN), half only
@@ -1164,7 +1155,7 @@ fn held(agent: &Agent<'_>) -> Result<u64> {
 
 #[test]
 fn kill_and_sigterm_restarts_under_load_let_no_syn_through_and_lose_nothing() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = load_setup()?;
     let mut agent = s.start_agent(&two_vm_policy(), &[])?;
@@ -1235,7 +1226,7 @@ fn kill_and_sigterm_restarts_under_load_let_no_syn_through_and_lose_nothing() ->
 
 #[test]
 fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let upgrade = std::env::var_os("EGRESS_GUARD_BIN_UPGRADE")
         .filter(|p| !p.is_empty())
@@ -1319,7 +1310,7 @@ fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()
 
 #[test]
 fn a_pinned_map_from_another_build_is_replaced_under_load_and_never_reused() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = load_setup()?;
     let mut agent = s.start_agent(&two_vm_policy(), &[])?;
@@ -1409,7 +1400,7 @@ fn a_pinned_map_from_another_build_is_replaced_under_load_and_never_reused() -> 
 
 #[test]
 fn a_policy_that_outgrows_the_maps_moves_to_larger_ones_under_load_with_no_gap() -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = load_setup()?;
     let mut agent = s.start_agent(&two_vm_policy(), &[])?;
@@ -1528,7 +1519,7 @@ fn two_agents_in_two_namespaces_do_not_disturb_each_other() -> Result<()> {
                 .build()?,
         )
     }
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     // The same interface names in both: only the pin directories differ.
     let (sa, sb) = (build()?, build()?);
@@ -1610,7 +1601,7 @@ fn two_agents_in_two_namespaces_do_not_disturb_each_other() -> Result<()> {
 #[test]
 fn a_running_agent_takes_a_100000_vm_policy() -> Result<()> {
     const VMS: usize = 100_000;
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::new(
         Topology::builder()

@@ -10,11 +10,14 @@
 
 use egress_guard::datapath::{Capacities, Datapath, TC_EGRESS_PROGRAM, TC_L3_PROGRAM, TC_PROGRAM};
 
+use crate::fixtures::serial;
+
 /// Instructions the verifier may process per program: half its limit.
 const VERIFIER_BUDGET: u32 = 500_000;
 
 #[test]
 fn every_program_loads_within_the_verifier_budget() {
+    let _serial = serial::shared(module_path!());
     let mut datapath =
         Datapath::load_unpinned(Capacities::default()).expect("loading the programs");
     let xdp = datapath.xdp().unwrap().info().unwrap();

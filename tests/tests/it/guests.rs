@@ -19,7 +19,6 @@ use std::{
     fmt::Write as _,
     net::IpAddr,
     path::PathBuf,
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -35,13 +34,7 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::fixtures::serial;
 
 /// How long the guest's sendmail may take: a held-back attempt takes this.
 const PROBE: Duration = Duration::from_secs(3);
@@ -329,7 +322,7 @@ impl Report {
 /// IPv6, delivered on 587, and (under the first hook) to the relay, with bulk
 /// TCP intact. Every hook is tried, then the test fails if a check did.
 fn blocked_guest(nic: &Nic, hooks: &[&str]) -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let lab = Lab::new()?;
     let mut guest = lab.boot(nic)?;
@@ -374,7 +367,7 @@ fn blocked_guest(nic: &Nic, hooks: &[&str]) -> Result<()> {
 /// new QEMU, a new interface): the exemption is in force, and it delivers on
 /// 25 over IPv4 and IPv6.
 fn exemption_after_restart(nic: &Nic) -> Result<()> {
-    let _serial = serial();
+    let _serial = serial::exclusive();
     require_root()?;
     let lab = Lab::new()?;
     let name = nic.ifname.as_str();

@@ -30,6 +30,8 @@ use etherparse::{
     icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
 };
 
+use crate::fixtures::serial;
+
 const EXEMPT_KEY: u64 = 0xE;
 const BLOCKED_KEY: u64 = 0xB;
 /// Interfaces with no entry are counted under key 0.
@@ -623,6 +625,7 @@ fn corpus() -> Vec<Case> {
 
 #[test]
 fn the_corpus_gets_its_exact_verdicts_on_each_interface_and_hook() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::enforce(ACTION_DROP);
     // Each role twice: an ifindex in `EG_IFACE_SLOTS`, one in `EG_IFACES`.
     let exempt = [bench.exempt, bench.exempt_high];
@@ -683,6 +686,7 @@ fn the_corpus_gets_its_exact_verdicts_on_each_interface_and_hook() {
 
 #[test]
 fn audit_mode_counts_what_would_be_held_and_holds_nothing_back() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::new(Config {
         mode: MODE_AUDIT,
         action: ACTION_RESET,
@@ -716,6 +720,7 @@ fn audit_mode_counts_what_would_be_held_and_holds_nothing_back() {
 
 #[test]
 fn a_verdict_change_takes_effect_on_the_next_packet() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::enforce(ACTION_DROP);
     let blocked = bench.blocked;
     let syn = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
@@ -862,6 +867,7 @@ fn check_reset(bench: &mut Bench, syn: &Frame, seg_len: u32, v6: bool, tags: &[u
 
 #[test]
 fn reset_answers_a_syn_with_an_rst_that_acknowledges_it() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::enforce(ACTION_RESET);
     check_reset(
         &mut bench,
@@ -917,6 +923,7 @@ fn reset_answers_a_syn_with_an_rst_that_acknowledges_it() {
 
 #[test]
 fn reset_drops_what_is_not_a_connection_request() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::enforce(ACTION_RESET);
     let blocked = bench.blocked;
     let not_syns = [
@@ -1012,6 +1019,7 @@ fn check_icmp(bench: &mut Bench, request: &[u8], l3: usize, v6: bool, tags: &[u1
 
 #[test]
 fn icmp_answers_with_administratively_prohibited_quoting_the_packet() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::enforce(ACTION_ICMP);
     let syn4 = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
     check_icmp(&mut bench, &syn4, 14, false, &[]);
@@ -1054,6 +1062,7 @@ fn icmp_answers_with_administratively_prohibited_quoting_the_packet() {
 
 #[test]
 fn replies_are_rate_limited_per_vm() {
+    let _serial = serial::shared(module_path!());
     // A burst of 3, then one every 1000 s: the 4th and later are dropped.
     for action in [ACTION_RESET, ACTION_ICMP] {
         let mut bench = Bench::new(
@@ -1132,6 +1141,7 @@ fn the_programs_decide_as_the_host_parser_on_the_fuzz_corpus() {
         classify::{ClassKind, classify, later_fragment_may_be_tcp},
         parse::parse,
     };
+    let _serial = serial::shared(module_path!());
     let netns = ThreadNetns::new("testrun");
     let blocked = netns.veth("blocked0", "blocked1");
     let mut datapath = testrun::load(
