@@ -5,19 +5,16 @@
 
 use std::{
     ffi::{OsStr, OsString},
-    io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
+    process::{Child, ExitStatus},
     sync::{Arc, Mutex, mpsc},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
 use crate::{
-    cmd::{self, Finished, describe},
+    cmd::{self, Finished, NoLine},
     error::{Error, Result},
     names::{self, TempDir},
     netns::Netns,
@@ -149,29 +146,22 @@ impl<'a> Agent<'a> {
     /// Waits for a stdout line containing `ready`. On failure (timeout, or the
     /// agent ended), the error shows what it printed.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) if line.contains("ready") => return Ok(()),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // stdout closed: the agent is ending or has ended.
-                    let status = self.wait_exit(Duration::from_secs(5))?;
-                    return Err(Error::Other(format!(
-                        "the agent ended ({}) before it printed `ready`\n`{}`\n{}",
-                        status.map_or_else(|| "still running".to_owned(), |s| s.to_string()),
-                        self.command,
-                        self.output()
-                    )));
-                }
+        match cmd::await_line(&self.lines, timeout, |l| l.contains("ready")) {
+            Ok(_) => Ok(()),
+            Err(NoLine::Ended) => {
+                let status = self.wait_exit(Duration::from_secs(5))?;
+                Err(Error::Other(format!(
+                    "the agent ended ({}) before it printed `ready`\n`{}`\n{}",
+                    status.map_or_else(|| "still running".to_owned(), |s| s.to_string()),
+                    self.command,
+                    self.output()
+                )))
             }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("the agent to print `ready`: `{}`", self.command),
-                    timeout,
-                    details: self.output(),
-                });
-            }
+            Err(NoLine::TimedOut) => Err(Error::Timeout {
+                what: format!("the agent to print `ready`: `{}`", self.command),
+                timeout,
+                details: self.output(),
+            }),
         }
     }
 
@@ -400,39 +390,11 @@ fn launch(
         .arg("--pin-dir")
         .arg(pin_dir)
         .args(extra);
-    let command = describe(&cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr_file)
-        // Its own process group: a Ctrl-C at the terminal reaches the
-        // caller, which then stops the agent in order.
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let (tx, lines) = mpsc::channel();
-    let pipe = child.stdout.take();
-    let stdout = Arc::clone(stdout);
-    thread::spawn(move || {
-        if let Some(pipe) = pipe {
-            for line in BufReader::new(pipe)
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                if let Ok(mut all) = stdout.lock() {
-                    all.push(line.clone());
-                }
-                let _ = tx.send(line);
-            }
-        }
-    });
+    let spawned = cmd::spawn_with_lines(&mut cmd, stderr_file, Some(Arc::clone(stdout)))?;
     Ok(Launched {
-        command,
-        child,
-        lines,
+        command: spawned.command,
+        child: spawned.child,
+        lines: spawned.lines,
     })
 }
 
