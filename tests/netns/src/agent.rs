@@ -199,6 +199,14 @@ impl<'a> Agent<'a> {
             .collect()
     }
 
+    /// The log events (`--log-format json`) with this message.
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        self.json_logs()
+            .into_iter()
+            .filter(|e| e["message"] == message)
+            .collect()
+    }
+
     /// What the agent printed on stderr (its logs) so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
