@@ -282,17 +282,21 @@ impl<'a> Agent<'a> {
         )
     }
 
-    /// `egress-guard status --pin-dir DIR --format json`, parsed.
-    pub fn status_json(&self) -> Result<Value> {
-        let out = self
-            .ctl([
-                OsStr::new("status"),
-                OsStr::new("--pin-dir"),
-                self.pin_dir.as_os_str(),
-                OsStr::new("--format"),
-                OsStr::new("json"),
-            ])?
-            .check()?;
+    /// `egress-guard status --pin-dir DIR EXTRA...`, whatever its exit
+    /// status.
+    pub fn status(&self, extra: &[&str]) -> Result<Finished> {
+        let mut args = vec![OsStr::new("status"), OsStr::new("--pin-dir")];
+        args.push(self.pin_dir.as_os_str());
+        args.extend(extra.iter().map(OsStr::new));
+        self.ctl(args)
+    }
+
+    /// `egress-guard status --pin-dir DIR --format json EXTRA...`, parsed;
+    /// an error unless it exits 0.
+    pub fn status_json_with(&self, extra: &[&str]) -> Result<Value> {
+        let mut args = vec!["--format", "json"];
+        args.extend(extra);
+        let out = self.status(&args)?.check()?;
         serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
             command: out.command,
             output: out.stdout,
@@ -300,14 +304,14 @@ impl<'a> Agent<'a> {
         })
     }
 
+    /// `egress-guard status --pin-dir DIR --format json`, parsed.
+    pub fn status_json(&self) -> Result<Value> {
+        self.status_json_with(&[])
+    }
+
     /// `egress-guard status --pin-dir DIR` (the table), as printed.
     pub fn status_text(&self) -> Result<Finished> {
-        self.ctl([
-            OsStr::new("status"),
-            OsStr::new("--pin-dir"),
-            self.pin_dir.as_os_str(),
-        ])?
-        .check()
+        self.status(&[])?.check()
     }
 
     /// `egress-guard detach --pin-dir DIR`; an error unless it exits 0.

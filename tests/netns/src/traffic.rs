@@ -217,24 +217,15 @@ impl SynCapture {
 
 /// The MAC address of interface `dev` of namespace `ns`.
 pub fn mac_address(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(["-j", "link", "show", "dev", dev])?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
-            command: out.command.clone(),
-            output: out.stdout.clone(),
-            source,
-        })?;
-    let text = doc[0]["address"].as_str().unwrap_or_default();
+    let link = ns.link_json(dev)?;
+    let text = link["address"].as_str().unwrap_or_default();
     let bytes: Vec<u8> = text
         .split(':')
         .filter_map(|b| u8::from_str_radix(b, 16).ok())
         .collect();
-    bytes.try_into().map_err(|_| {
-        Error::Other(format!(
-            "no MAC address for {dev} in `{}`: {}",
-            out.command, out.stdout
-        ))
-    })
+    bytes
+        .try_into()
+        .map_err(|_| Error::Other(format!("no MAC address for {dev} in {}: {link}", ns.name())))
 }
 
 /// Sends each of `frames` (whole Ethernet frames, as they are) out of

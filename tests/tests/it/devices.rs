@@ -105,14 +105,8 @@ fn tap_vnet_hdr_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
         42_000,
     ));
     Case {
-        lab: &lab,
-        blocked: vec![&blocked, &frags],
-        exempt: vec![&exempt],
         scattered: vec!["tap-frags"],
-        peer_mac: None,
-        capture_ns: &lab.topo.internet,
-        capture_if: "eth0",
-        streams,
+        ..Case::routed(&lab, vec![&blocked, &frags], vec![&exempt], streams)
     }
     .run()
 }
@@ -132,14 +126,10 @@ fn macvtap_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
     );
     streams.extend(macvtap_plan(&exempt, 11, false).streams(&[Shape::Syn], &[25], 44_000));
     Case {
-        lab: &lab,
-        blocked: vec![&blocked],
-        exempt: vec![&exempt],
-        scattered: vec![],
         peer_mac: Some(peer_mac),
         capture_ns: inet,
         capture_if: "mv-peer",
-        streams,
+        ..Case::routed(&lab, vec![&blocked], vec![&exempt], streams)
     }
     .run()
 }
@@ -154,17 +144,7 @@ fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
     let shapes = [Shape::Syn, Shape::Data(1000)];
     let mut streams = routed(&lab, &blocked, 220, true)?.streams(&shapes, &[25, 587], 45_000);
     streams.extend(routed(&lab, &exempt, 221, false)?.streams(&shapes, &[25], 46_000));
-    Case {
-        lab: &lab,
-        blocked: vec![&blocked],
-        exempt: vec![&exempt],
-        scattered: vec![],
-        peer_mac: None,
-        capture_ns: &lab.topo.internet,
-        capture_if: "eth0",
-        streams,
-    }
-    .run()
+    Case::routed(&lab, vec![&blocked], vec![&exempt], streams).run()
 }
 
 /// Under `reset` and `icmp`, a blocked guest's SYNs to 25 (IPv4 and IPv6)

@@ -4,9 +4,12 @@
 //! (`$EGRESS_GUARD_BIN`, `$EGRESS_GUARD_BIN_UPGRADE`) and the guest image
 //! (`$EGRESS_GUARD_GUEST_DIR`), all of which `cargo xtask test` provides.
 //!
+//! A new theme is a module here (`mod hostile;` for `hostile.rs` beside
+//! this file) whose every test takes a [`fixtures::serial`] guard first.
+//!
 //! Run one theme or one test with a filter:
 //! `cargo test -p egress-guard-tests --test it -- live::` or
-//! `... --test it -- e2e::an_exempt_vm_delivers_on_25`.
+//! `... --test it -- e2e::delivery::an_exempt_vm_delivers_on_25`.
 
 mod devices;
 mod e2e;

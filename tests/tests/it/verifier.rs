@@ -3,7 +3,7 @@
 //! the one object), and the verifier's work stays within a budget well below
 //! its limit of 1,000,000 instructions processed: a change that makes the
 //! verifier walk far more paths fails here before it fails to load.
-//! `cargo test -p egress-guard-tests --test verifier -- --nocapture` prints
+//! `cargo test -p egress-guard-tests --test it -- verifier:: --nocapture` prints
 //! the figures recorded in `docs/datapath.md`; `cargo run -p
 //! egress-guard-tests --example vstats` prints them even for a program that
 //! does not load. Needs root.

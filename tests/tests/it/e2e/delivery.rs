@@ -15,7 +15,7 @@ use egress_guard_tests::netns::{
     topology::{RELAY_V4, RELAY_V6},
 };
 
-use super::{PAIR, PROBE, policy, with_agent};
+use super::{PAIR, PROBE, policy, routed_and_bridged, with_agent};
 use crate::fixtures::{SINK4, SINK6, Setup, routed, serial, with_agent_output};
 
 #[test]
@@ -111,13 +111,7 @@ fn actions_answer_at_once(
     within: Duration,
 ) -> Result<()> {
     require_root()?;
-    let s = Setup::new(
-        Topology::builder()
-            .routed_vm("vm-blocked")
-            .bridged_vm("vm-exempt")
-            .build()?,
-        PROBE,
-    )?;
+    let s = routed_and_bridged()?;
     // Not native XDP: on a veth its replies (XDP_TX) never reach the VM
     // (docs/datapath.md); the segments are still held back.
     for hook in ["tc", "xdp-generic"] {

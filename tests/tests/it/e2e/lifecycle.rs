@@ -11,8 +11,8 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
-use super::{PAIR, PROBE, policy, with_agent};
-use crate::fixtures::{SINK4, SINK6, Setup, routed, serial, with_agent_output};
+use super::{PAIR, policy, routed_and_bridged, with_agent};
+use crate::fixtures::{SINK4, SINK6, routed, serial, with_agent_output};
 
 #[test]
 fn status_shows_held_back_counters_that_grow() -> Result<()> {
@@ -87,13 +87,7 @@ fn status_shows_held_back_counters_that_grow() -> Result<()> {
 /// SIGTERM leaves enforcement in place; `detach` removes everything.
 fn stop_then_detach(hook: &str) -> Result<()> {
     require_root()?;
-    let s = Setup::new(
-        Topology::builder()
-            .routed_vm("vm-blocked")
-            .bridged_vm("vm-exempt")
-            .build()?,
-        PROBE,
-    )?;
+    let s = routed_and_bridged()?;
     let mut agent = s.start_agent(&policy(hook, &[], "drop", &PAIR), &[])?;
     let result = (|| {
         // The control for the checks after detach: something is attached now.

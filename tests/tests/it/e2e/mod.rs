@@ -46,6 +46,15 @@ fn policy(hook: &str, attach: &[&str], action: &str, vms: &[(&str, Role)]) -> St
     p.yaml()
 }
 
+/// The sink, vm-blocked routed and vm-exempt on the bridge.
+fn routed_and_bridged() -> Result<Setup> {
+    let topo = Topology::builder()
+        .routed_vm("vm-blocked")
+        .bridged_vm("vm-exempt")
+        .build()?;
+    Setup::new(topo, PROBE)
+}
+
 /// Runs `checks` on a set-up of `topo` with an agent on `policy`; a
 /// failure carries the agent's output.
 fn with_agent(

@@ -25,7 +25,6 @@ use egress_guard_tests::netns::{
     topology::{RELAY_V4, RELAY_V6},
     vm_entry,
 };
-use serde_json::Value;
 
 use crate::fixtures::{Probe, SINK4, SINK6, Setup, serial, status_until, vm_field};
 use report::Report;
@@ -144,14 +143,16 @@ fn status_hook(agent: &Agent<'_>, ifname: &str) -> String {
     )
 }
 
-/// Polls status until VM `vm`'s `reason_code` is `code`.
-fn await_reason(agent: &Agent<'_>, vm: &str, code: &str, timeout: Duration) -> Result<Value> {
+/// Polls status (for up to `seconds`) until VM `vm`'s `reason_code` is
+/// `code`; returns its verdict and reason as status says them.
+fn await_reason(agent: &Agent<'_>, vm: &str, code: &str, seconds: u64) -> Result<String> {
     let what = format!("{vm} with reason {code}");
     let every = Duration::from_millis(100);
-    let (doc, _) = status_until(agent, timeout, every, &what, |d| {
+    let (doc, _) = status_until(agent, Duration::from_secs(seconds), every, &what, |d| {
         vm_field(d, vm, "reason_code") == code
     })?;
-    Ok(doc)
+    let entry = vm_entry(&doc, vm).cloned().unwrap_or_default();
+    Ok(format!("{} ({})", entry["verdict"], entry["reason"]))
 }
 
 /// A blocked guest under each of `hooks`: held back on 25 over IPv4 and
@@ -227,19 +228,10 @@ fn exemption_after_restart(nic: &Nic) -> Result<()> {
             name,
             &GuestRole::GrantedAt(granted.clone()),
         ))?;
-        let doc = await_reason(
-            &agent,
-            name,
-            "exemption-needs-restart",
-            Duration::from_secs(5),
-        )?;
-        let vm = vm_entry(&doc, name).cloned().unwrap_or_default();
+        let said = await_reason(&agent, name, "exemption-needs-restart", 5)?;
         report.section(
             "granted while it runs",
-            &format!(
-                "granted {granted} while it runs; status: {} ({}):",
-                vm["verdict"], vm["reason"]
-            ),
+            &format!("granted {granted} while it runs; status: {said}:"),
         );
         report.mail(&lab, &mut guest, (SINK4, 25), false)?;
         report.mail(&lab, &mut guest, (SINK4, 587), true)?;
@@ -247,14 +239,10 @@ fn exemption_after_restart(nic: &Nic) -> Result<()> {
         // Stop and start: QEMU exits, a new one makes a new interface.
         guest.stop()?;
         let mut guest = lab.boot(nic)?;
-        let doc = await_reason(&agent, name, "exempted", Duration::from_secs(10))?;
-        let vm = vm_entry(&doc, name).cloned().unwrap_or_default();
+        let said = await_reason(&agent, name, "exempted", 10)?;
         report.section(
             "after a stop and start",
-            &format!(
-                "stopped and started; status: {} ({}):",
-                vm["verdict"], vm["reason"]
-            ),
+            &format!("stopped and started; status: {said}:"),
         );
         report.mail(&lab, &mut guest, (SINK4, 25), true)?;
         report.mail(&lab, &mut guest, (SINK6, 25), true)?;

@@ -134,6 +134,35 @@ pub(super) fn load_setup() -> Result<Setup> {
     Setup::bare(routed(&["vm-blocked", "vm-exempt"])?)
 }
 
+/// Runs `test` alone, on [`load_setup`] with an agent on
+/// [`two_vm_policy`]; a failure carries what the agent printed.
+pub(super) fn under_load(test: impl FnOnce(&Setup, &mut Agent<'_>) -> Result<()>) -> Result<()> {
+    let _serial = serial::exclusive();
+    require_root()?;
+    let s = load_setup()?;
+    let mut agent = s.start_agent(&two_vm_policy(), &[])?;
+    let r = test(&s, &mut agent);
+    with_agent_output(&agent, r)
+}
+
+/// Asserts that every SYN the blocked VM sent under load was held back by
+/// our program and counted: vm-blocked's held-back packets grew by as many
+/// from `held_before`.
+pub(super) fn all_counted(agent: &Agent<'_>, held_before: u64, report: &LoadReport) -> Result<()> {
+    let counted = held(agent)? - held_before;
+    println!(
+        "held back while under load: {counted} (sent {})",
+        report.blocked.sent
+    );
+    ensure!(
+        counted == report.blocked.sent,
+        "every blocked SYN should have been held back by our program and counted: \
+         {counted} counted, {} sent",
+        report.blocked.sent
+    );
+    Ok(())
+}
+
 /// The held-back packets of vm-blocked in status.
 pub(super) fn held(agent: &Agent<'_>) -> Result<u64> {
     let doc = agent.status_json()?;
@@ -143,14 +172,10 @@ pub(super) fn held(agent: &Agent<'_>) -> Result<u64> {
 
 #[test]
 fn kill_and_sigterm_restarts_under_load_let_no_syn_through_and_lose_nothing() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = load_setup()?;
-    let mut agent = s.start_agent(&two_vm_policy(), &[])?;
-    let r = (|| {
+    under_load(|s, agent| {
         let hv = &s.topo.hv;
         let first = tcx_program(hv, "vm-blocked")?;
-        let held_before = held(&agent)?;
+        let held_before = held(agent)?;
         let load = Load::start(&s.topo, s.vm("vm-blocked"), s.vm("vm-exempt"))?;
         thread::sleep(Duration::from_secs(1));
 
@@ -196,18 +221,6 @@ fn kill_and_sigterm_restarts_under_load_let_no_syn_through_and_lose_nothing() ->
             after_term.id
         );
         // The same map set throughout: every blocked SYN was counted.
-        let counted = held(&agent)? - held_before;
-        println!(
-            "held back while under load: {counted} (sent {})",
-            report.blocked.sent
-        );
-        ensure!(
-            counted == report.blocked.sent,
-            "every blocked SYN should have been held back by our program and counted: \
-             {counted} counted, {} sent",
-            report.blocked.sent
-        );
-        Ok(())
-    })();
-    with_agent_output(&agent, r)
+        all_counted(agent, held_before, &report)
+    })
 }

@@ -10,19 +10,17 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use egress_guard_common::maps::reason;
-use egress_guard_tests::netns::{Agent, Role, bpf, require_root};
+use egress_guard_tests::netns::{Agent, Role, bpf};
 
 use super::{
     await_generation, counters, iface_entries, ifindex,
-    load::{Load, held, load_setup, two_vm_policy},
+    load::{Load, all_counted, held, under_load},
     map_set, map_sets, policy_builder, tcx_program,
 };
-use crate::fixtures::{ms, serial, with_agent_output};
+use crate::fixtures::ms;
 
 #[test]
 fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
     let upgrade = std::env::var_os("EGRESS_GUARD_BIN_UPGRADE")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
@@ -31,9 +29,7 @@ fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()
              EGRESS_GUARD_EBPF_FEATURES=upgrade-canary (`cargo xtask test` builds it)",
         )?;
     ensure!(upgrade.is_file(), "{} is not a file", upgrade.display());
-    let s = load_setup()?;
-    let mut agent = s.start_agent(&two_vm_policy(), &[])?;
-    let r = (|| {
+    under_load(|s, agent| {
         let hv = &s.topo.hv;
         let index = ifindex(hv, "vm-blocked")?;
         let key = iface_entries(agent.pin_dir())?
@@ -45,11 +41,11 @@ fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()
         };
         let old = tcx_program(hv, "vm-blocked")?;
         let set = map_set(agent.pin_dir())?;
-        let held_before = held(&agent)?;
+        let held_before = held(agent)?;
         let load = Load::start(&s.topo, s.vm("vm-blocked"), s.vm("vm-exempt"))?;
         thread::sleep(Duration::from_secs(1));
         ensure!(
-            canary(&agent)? == 0,
+            canary(agent)? == 0,
             "the default build counts nothing in the spare slot"
         );
 
@@ -60,7 +56,7 @@ fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()
         println!("upgrade: ready in {}", ms(t.elapsed()));
         thread::sleep(Duration::from_millis(1500));
         let new = tcx_program(hv, "vm-blocked")?;
-        let canary_count = canary(&agent)?;
+        let canary_count = canary(agent)?;
 
         // And back to the first build.
         agent.kill()?;
@@ -92,29 +88,18 @@ fn an_upgrade_to_a_changed_program_under_load_lets_no_syn_through() -> Result<()
             map_set(agent.pin_dir())? == set,
             "an upgrade with the same map layout keeps the map set"
         );
-        let counted = held(&agent)? - held_before;
-        ensure!(
-            counted == report.blocked.sent,
-            "every blocked SYN should have been held back and counted: {counted} counted, {} sent",
-            report.blocked.sent
-        );
-        Ok(())
-    })();
-    with_agent_output(&agent, r)
+        all_counted(agent, held_before, &report)
+    })
 }
 
 #[test]
 fn a_pinned_map_from_another_build_is_replaced_under_load_and_never_reused() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = load_setup()?;
-    let mut agent = s.start_agent(&two_vm_policy(), &[])?;
-    let r = (|| {
+    under_load(|s, agent| {
         let hv = &s.topo.hv;
         let load = Load::start(&s.topo, s.vm("vm-blocked"), s.vm("vm-exempt"))?;
         thread::sleep(Duration::from_secs(1));
         agent.kill()?;
-        let held_before = held(&agent)?;
+        let held_before = held(agent)?;
         let old_set = map_set(agent.pin_dir())?;
         // Another build's EG_CONFIG: an array whose value has another size.
         let pin = agent.pin_dir().join("maps").join("EG_CONFIG");
@@ -178,35 +163,30 @@ fn a_pinned_map_from_another_build_is_replaced_under_load_and_never_reused() -> 
             map_set(agent.pin_dir())? == new_set,
             "a plain restart should keep the new set"
         );
-        let held_after = held(&agent)?;
+        let held_after = held(agent)?;
         println!("held back: {held_before} before the move, {held_after} after");
         ensure!(
             held_after > held_before,
             "the counters should carry over to the new set and go on"
         );
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }
 
 #[test]
 fn a_policy_that_outgrows_the_maps_moves_to_larger_ones_under_load_with_no_gap() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = load_setup()?;
-    let mut agent = s.start_agent(&two_vm_policy(), &[])?;
-    let r = (|| {
+    under_load(|s, agent| {
         let small = bpf::pinned_map_info(&agent.pin_dir().join("maps").join("EG_IFACES"))?;
         let old_set = map_set(agent.pin_dir())?;
         let load = Load::start(&s.topo, s.vm("vm-blocked"), s.vm("vm-exempt"))?;
         thread::sleep(Duration::from_secs(1));
-        let held_before = held(&agent)?;
+        let held_before = held(agent)?;
         let big = policy_builder(&[("vm-blocked", Role::Blocked), ("vm-exempt", Role::Exempt)])
             .generated(4998)
             .yaml();
         let t = Instant::now();
         s.rename_policy(&big)?;
-        let (doc, took) = await_generation(&agent, 2, t, Duration::from_secs(20))?;
+        let (doc, took) = await_generation(agent, 2, t, Duration::from_secs(20))?;
         println!("5,000-VM policy applied in {}", ms(took));
         thread::sleep(Duration::from_secs(1));
         let report = load.finish()?;
@@ -238,7 +218,7 @@ fn a_policy_that_outgrows_the_maps_moves_to_larger_ones_under_load_with_no_gap()
             agent.stderr().contains("outgrows the maps"),
             "the agent should log the growth"
         );
-        let held_after = held(&agent)?;
+        let held_after = held(agent)?;
         println!("vm-blocked held back: {held_before} before the growth, {held_after} after");
         ensure!(
             held_after > held_before,
@@ -246,8 +226,7 @@ fn a_policy_that_outgrows_the_maps_moves_to_larger_ones_under_load_with_no_gap()
         );
         agent.stop()?;
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }
 
 // ---------------------------------------------------------------------------

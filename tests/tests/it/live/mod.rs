@@ -41,7 +41,7 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
-use crate::fixtures::{Probe, status_until, time_of};
+use crate::fixtures::{Probe, Setup, status_until, time_of, with_agent_output};
 
 /// swaks waits 1 s for each step of a quick probe: a held-back attempt
 /// takes this long (a dropped SYN is retransmitted after 1 s).
@@ -74,6 +74,19 @@ fn policy_builder(vms: &[(&str, Role)]) -> PolicyBuilder {
         .fold(PolicyBuilder::new().attach(&[]), |p, (name, role)| {
             p.vm(name, *role)
         })
+}
+
+/// Runs `test` with an agent on `policy` (and `extra` arguments) in `s`;
+/// a failure carries what the agent printed.
+fn with_agent(
+    s: &Setup,
+    policy: &str,
+    extra: &[&str],
+    test: impl FnOnce(&mut Agent<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut agent = s.start_agent(policy, extra)?;
+    let r = test(&mut agent);
+    with_agent_output(&agent, r)
 }
 
 fn generation(doc: &Value) -> u64 {

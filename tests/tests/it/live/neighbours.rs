@@ -65,6 +65,20 @@ fn status_view(doc: &Value) -> Value {
     doc
 }
 
+/// Asserts that `agent`'s pins and status view are still `pins` and
+/// `status` after `what` (the other agent's doing).
+fn untouched(agent: &Agent<'_>, pins: &[String], status: &Value, what: &str) -> Result<()> {
+    ensure!(
+        pin_snapshot(agent.pin_dir())? == pins,
+        "{what} changed the other agent's pins"
+    );
+    ensure!(
+        status_view(&agent.status_json()?) == *status,
+        "{what} changed the other agent's status"
+    );
+    Ok(())
+}
+
 #[test]
 fn two_agents_in_two_namespaces_do_not_disturb_each_other() -> Result<()> {
     fn build() -> Result<Setup> {
@@ -94,14 +108,7 @@ fn two_agents_in_two_namespaces_do_not_disturb_each_other() -> Result<()> {
         await_generation(&a, 2, t, WITHIN * 3)?;
         sa.expect_vm(sa.vm("vm-blocked"), SINK4, 25, true)?;
         expect_b()?;
-        ensure!(
-            pin_snapshot(b.pin_dir())? == b_pins,
-            "A's reload changed B's pins"
-        );
-        ensure!(
-            status_view(&b.status_json()?) == b_status,
-            "A's reload changed B's status"
-        );
+        untouched(&b, &b_pins, &b_status, "A's reload")?;
 
         // B restarts: A sees nothing of it.
         let a_pins = pin_snapshot(a.pin_dir())?;
@@ -110,14 +117,7 @@ fn two_agents_in_two_namespaces_do_not_disturb_each_other() -> Result<()> {
         b.restart(None)?;
         expect_b()?;
         sa.expect_vm(sa.vm("vm-blocked"), SINK4, 25, true)?;
-        ensure!(
-            pin_snapshot(a.pin_dir())? == a_pins,
-            "B's restart changed A's pins"
-        );
-        ensure!(
-            status_view(&a.status_json()?) == a_status,
-            "B's restart changed A's status"
-        );
+        untouched(&a, &a_pins, &a_status, "B's restart")?;
 
         // A stops and detaches: B sees nothing of it.
         let b_pins = pin_snapshot(b.pin_dir())?;
@@ -127,14 +127,7 @@ fn two_agents_in_two_namespaces_do_not_disturb_each_other() -> Result<()> {
         ensure!(!a.pin_dir().exists(), "A's pins should be gone");
         sa.expect_vm(sa.vm("vm-exempt"), SINK4, 25, true)?;
         expect_b()?;
-        ensure!(
-            pin_snapshot(b.pin_dir())? == b_pins,
-            "A's detach changed B's pins"
-        );
-        ensure!(
-            status_view(&b.status_json()?) == b_status,
-            "A's detach changed B's status"
-        );
+        untouched(&b, &b_pins, &b_status, "A's detach")?;
         println!(
             "B's {} pins and its status stayed the same through A's reload and detach",
             b_pins.len()

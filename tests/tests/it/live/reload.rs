@@ -17,7 +17,10 @@ use egress_guard_tests::netns::{
     cmd, require_root,
 };
 
-use super::{BY_INOTIFY, POLL, PROBE, WITHIN, applied_after, await_generation, generation, policy};
+use super::{
+    BY_INOTIFY, POLL, PROBE, WITHIN, applied_after, await_generation, generation, policy,
+    with_agent,
+};
 use crate::fixtures::{
     SINK4, Setup, ms, routed, serial, status_until, time_of, vm_field, with_agent_output,
 };
@@ -33,109 +36,112 @@ fn policy_edits_renames_deletion_and_sighup_apply_within_a_second() -> Result<()
     require_root()?;
     let s = Setup::routed(&["vm-a", "vm-b"], PROBE)?;
     let with_a = |a: Role| policy(&[("vm-a", a), ("vm-b", Role::Exempt)]);
-    let agent = s.start_agent(&with_a(Role::Blocked), &["--log-format", "json"])?;
-    let r = (|| {
-        let (vm_a, vm_b) = (s.vm("vm-a"), s.vm("vm-b"));
-        s.expect_vm(vm_a, SINK4, 25, false)?;
-        let mut latencies = Vec::new();
+    with_agent(
+        &s,
+        &with_a(Role::Blocked),
+        &["--log-format", "json"],
+        |agent| {
+            let (vm_a, vm_b) = (s.vm("vm-a"), s.vm("vm-b"));
+            s.expect_vm(vm_a, SINK4, 25, false)?;
+            let mut latencies = Vec::new();
 
-        // Edited in place.
-        let (t, w) = (Instant::now(), Utc::now());
-        s.write_policy(&with_a(Role::Overridden))?;
-        let (doc, took) = await_generation(&agent, 2, t, WITHIN * 3)?;
-        ensure!(vm_field(&doc, "vm-a", "verdict") == "allow", "{doc:#}");
-        latencies.push(("edited in place", took, w));
-        s.expect_vm(vm_a, SINK4, 25, true)?;
+            // Edited in place.
+            let (t, w) = (Instant::now(), Utc::now());
+            s.write_policy(&with_a(Role::Overridden))?;
+            let (doc, took) = await_generation(agent, 2, t, WITHIN * 3)?;
+            ensure!(vm_field(&doc, "vm-a", "verdict") == "allow", "{doc:#}");
+            latencies.push(("edited in place", took, w));
+            s.expect_vm(vm_a, SINK4, 25, true)?;
 
-        // Replaced by rename.
-        let (t, w) = (Instant::now(), Utc::now());
-        s.rename_policy(&with_a(Role::Blocked))?;
-        let (doc, took) = await_generation(&agent, 3, t, WITHIN * 3)?;
-        ensure!(vm_field(&doc, "vm-a", "verdict") == "block", "{doc:#}");
-        latencies.push(("replaced by rename", took, w));
-        s.expect_vm(vm_a, SINK4, 25, false)?;
+            // Replaced by rename.
+            let (t, w) = (Instant::now(), Utc::now());
+            s.rename_policy(&with_a(Role::Blocked))?;
+            let (doc, took) = await_generation(agent, 3, t, WITHIN * 3)?;
+            ensure!(vm_field(&doc, "vm-a", "verdict") == "block", "{doc:#}");
+            latencies.push(("replaced by rename", took, w));
+            s.expect_vm(vm_a, SINK4, 25, false)?;
 
-        // Deleted: the policy in force stays, the agent goes on.
-        std::fs::remove_file(s.policy_path())?;
-        thread::sleep(Duration::from_millis(1500));
-        let doc = agent.status_json()?;
-        ensure!(
-            generation(&doc) == 3 && doc["agent"]["running"] == true,
-            "after the file was deleted, the policy in force (3) should stay:\n{doc:#}"
-        );
-        ensure!(
-            agent.stderr().contains("cannot read the policy file"),
-            "the agent should say it cannot read the deleted file"
-        );
-        s.expect_vm(vm_a, SINK4, 25, false)?;
-        // ... and re-created.
-        let (t, w) = (Instant::now(), Utc::now());
-        s.write_policy(&with_a(Role::Overridden))?;
-        let (doc, took) = await_generation(&agent, 4, t, WITHIN * 3)?;
-        ensure!(vm_field(&doc, "vm-a", "verdict") == "allow", "{doc:#}");
-        latencies.push(("deleted and re-created", took, w));
-        s.expect_vm(vm_a, SINK4, 25, true)?;
-
-        // SIGHUP. The change is written through a hard link in a directory
-        // the agent does not watch, so inotify says nothing and only the 1 s
-        // identity poll (then 100 ms of quiet) could see it: SIGHUP must
-        // apply it at once.
-        let hidden = TempDir::new("hidden")?;
-        let link = hidden.path().join("policy.yaml");
-        std::fs::hard_link(s.policy_path(), &link)?;
-        // Let the watcher see the link count change (and find nothing new).
-        thread::sleep(Duration::from_millis(1300));
-        let before = agent.json_logs().len();
-        std::fs::write(&link, with_a(Role::Blocked))?;
-        let (t, w) = (Instant::now(), Utc::now());
-        ensure!(
-            cmd::signal(agent.pid(), libc::SIGHUP),
-            "kill -HUP {}",
-            agent.pid()
-        );
-        let (doc, took) = await_generation(&agent, 5, t, WITHIN * 3)?;
-        ensure!(vm_field(&doc, "vm-a", "verdict") == "block", "{doc:#}");
-        latencies.push(("SIGHUP", took, w));
-        let logs = agent.json_logs();
-        let new = &logs[before.min(logs.len())..];
-        let hup = new
-            .iter()
-            .find(|e| e["message"] == "SIGHUP: re-reading the policy")
-            .context("no `SIGHUP: re-reading the policy` in the log after kill -HUP")?;
-        let applied = new
-            .iter()
-            .find(|e| e["message"] == "new policy")
-            .context("no `new policy` in the log after kill -HUP")?;
-        let gap = time_of(&applied["timestamp"])
-            .zip(time_of(&hup["timestamp"]))
-            .map(|(a, h)| a - h);
-        ensure!(
-            gap.is_some_and(
-                |g| g >= chrono::TimeDelta::zero() && g < chrono::TimeDelta::milliseconds(80)
-            ),
-            "SIGHUP itself should re-read the policy (not the file poll later): {hup} then {applied}"
-        );
-        s.expect_vm(vm_a, SINK4, 25, false)?;
-        s.expect_vm(vm_b, SINK4, 25, true)?;
-
-        for (how, took, w) in &latencies {
-            let logged = applied_after(&agent, *w).map_or_else(
-                || "-".to_owned(),
-                |d| format!("{} ms", d.num_milliseconds()),
-            );
-            println!(
-                "reload latency, {how}: {} to the new generation in `status`; {logged} to the agent's `applied` log event",
-                ms(*took)
-            );
-            let bound = if *how == "SIGHUP" { WITHIN } else { BY_INOTIFY };
+            // Deleted: the policy in force stays, the agent goes on.
+            std::fs::remove_file(s.policy_path())?;
+            thread::sleep(Duration::from_millis(1500));
+            let doc = agent.status_json()?;
             ensure!(
-                *took < bound,
-                "{how}: applied after {took:?}, more than {bound:?}"
+                generation(&doc) == 3 && doc["agent"]["running"] == true,
+                "after the file was deleted, the policy in force (3) should stay:\n{doc:#}"
             );
-        }
-        Ok(())
-    })();
-    with_agent_output(&agent, r)
+            ensure!(
+                agent.stderr().contains("cannot read the policy file"),
+                "the agent should say it cannot read the deleted file"
+            );
+            s.expect_vm(vm_a, SINK4, 25, false)?;
+            // ... and re-created.
+            let (t, w) = (Instant::now(), Utc::now());
+            s.write_policy(&with_a(Role::Overridden))?;
+            let (doc, took) = await_generation(agent, 4, t, WITHIN * 3)?;
+            ensure!(vm_field(&doc, "vm-a", "verdict") == "allow", "{doc:#}");
+            latencies.push(("deleted and re-created", took, w));
+            s.expect_vm(vm_a, SINK4, 25, true)?;
+
+            // SIGHUP. The change is written through a hard link in a directory
+            // the agent does not watch, so inotify says nothing and only the 1 s
+            // identity poll (then 100 ms of quiet) could see it: SIGHUP must
+            // apply it at once.
+            let hidden = TempDir::new("hidden")?;
+            let link = hidden.path().join("policy.yaml");
+            std::fs::hard_link(s.policy_path(), &link)?;
+            // Let the watcher see the link count change (and find nothing new).
+            thread::sleep(Duration::from_millis(1300));
+            let before = agent.json_logs().len();
+            std::fs::write(&link, with_a(Role::Blocked))?;
+            let (t, w) = (Instant::now(), Utc::now());
+            ensure!(
+                cmd::signal(agent.pid(), libc::SIGHUP),
+                "kill -HUP {}",
+                agent.pid()
+            );
+            let (doc, took) = await_generation(agent, 5, t, WITHIN * 3)?;
+            ensure!(vm_field(&doc, "vm-a", "verdict") == "block", "{doc:#}");
+            latencies.push(("SIGHUP", took, w));
+            let logs = agent.json_logs();
+            let new = &logs[before.min(logs.len())..];
+            let hup = new
+                .iter()
+                .find(|e| e["message"] == "SIGHUP: re-reading the policy")
+                .context("no `SIGHUP: re-reading the policy` in the log after kill -HUP")?;
+            let applied = new
+                .iter()
+                .find(|e| e["message"] == "new policy")
+                .context("no `new policy` in the log after kill -HUP")?;
+            let gap = time_of(&applied["timestamp"])
+                .zip(time_of(&hup["timestamp"]))
+                .map(|(a, h)| a - h);
+            ensure!(
+                gap.is_some_and(
+                    |g| g >= chrono::TimeDelta::zero() && g < chrono::TimeDelta::milliseconds(80)
+                ),
+                "SIGHUP itself should re-read the policy (not the file poll later): {hup} then {applied}"
+            );
+            s.expect_vm(vm_a, SINK4, 25, false)?;
+            s.expect_vm(vm_b, SINK4, 25, true)?;
+
+            for (how, took, w) in &latencies {
+                let logged = applied_after(agent, *w).map_or_else(
+                    || "-".to_owned(),
+                    |d| format!("{} ms", d.num_milliseconds()),
+                );
+                println!(
+                    "reload latency, {how}: {} to the new generation in `status`; {logged} to the agent's `applied` log event",
+                    ms(*took)
+                );
+                let bound = if *how == "SIGHUP" { WITHIN } else { BY_INOTIFY };
+                ensure!(
+                    *took < bound,
+                    "{how}: applied after {took:?}, more than {bound:?}"
+                );
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The policy path is a symlink into `..data`, swapped as kubelet updates a
@@ -200,8 +206,7 @@ fn an_invalid_policy_is_reported_and_the_one_in_force_stays_until_fixed() -> Res
     require_root()?;
     let s = Setup::routed(&["vm-a", "vm-b"], PROBE)?;
     let with_a = |a: Role| policy(&[("vm-a", a), ("vm-b", Role::Exempt)]);
-    let agent = s.start_agent(&with_a(Role::Blocked), &[])?;
-    let r = (|| {
+    with_agent(&s, &with_a(Role::Blocked), &[], |agent| {
         let (vm_a, vm_b) = (s.vm("vm-a"), s.vm("vm-b"));
         let before = agent.status_json()?;
         // The bad file would also let vm-a through, were it applied.
@@ -215,7 +220,7 @@ fn an_invalid_policy_is_reported_and_the_one_in_force_stays_until_fixed() -> Res
         let t = Instant::now();
         let path = s.write_policy(&bad)?;
         let location = format!("{}:{line}:3", path.display());
-        let (doc, seen) = status_until(&agent, WITHIN * 3, POLL, "`rejected`", |d| {
+        let (doc, seen) = status_until(agent, WITHIN * 3, POLL, "`rejected`", |d| {
             !d["rejected"].is_null()
         })?;
         println!("rejection visible in `status` after {}", ms(seen - t));
@@ -244,7 +249,7 @@ fn an_invalid_policy_is_reported_and_the_one_in_force_stays_until_fixed() -> Res
         // Fixed: applied, and `rejected` cleared.
         let t = Instant::now();
         s.write_policy(&good)?;
-        let (doc, took) = await_generation(&agent, 2, t, WITHIN * 3)?;
+        let (doc, took) = await_generation(agent, 2, t, WITHIN * 3)?;
         println!("fixed policy applied after {}", ms(took));
         ensure!(took < WITHIN, "the fixed policy took {took:?}");
         ensure!(
@@ -254,8 +259,7 @@ fn an_invalid_policy_is_reported_and_the_one_in_force_stays_until_fixed() -> Res
         ensure!(vm_field(&doc, "vm-a", "verdict") == "allow", "{doc:#}");
         s.expect_vm(vm_a, SINK4, 25, true)?;
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }
 
 #[test]
@@ -266,48 +270,48 @@ fn a_one_vm_change_writes_only_its_entry_and_the_generation() -> Result<()> {
     // vm-ghost is in the policy but has no interface.
     let text =
         |a: Role, ghost: Role| policy(&[("vm-a", a), ("vm-b", Role::Exempt), ("vm-ghost", ghost)]);
-    let agent = s.start_agent(
+    with_agent(
+        &s,
         &text(Role::Blocked, Role::Blocked),
         &["--log-format", "json"],
-    )?;
-    let r = (|| {
-        // (change, generation, map writes): a verdict change on an enforced
-        // interface writes its EG_IFACES entry and EG_CONFIG (whose
-        // generation changes); one on a VM with no interface, EG_CONFIG only.
-        let steps = [
-            (text(Role::Overridden, Role::Blocked), 2, 2),
-            (text(Role::Overridden, Role::Overridden), 3, 1),
-            (text(Role::Blocked, Role::Overridden), 4, 2),
-        ];
-        for (text, gen_, writes) in steps {
-            let before = agent.logged("applied").len();
-            let t = Instant::now();
-            s.rename_policy(&text)?;
-            await_generation(&agent, gen_, t, WITHIN * 3)?;
-            // The event is logged right after the write; give it a moment.
-            thread::sleep(Duration::from_millis(100));
-            let applied = agent.logged("applied");
-            let new = &applied[before.min(applied.len())..];
-            ensure!(
-                new.len() == 1,
-                "generation {gen_}: expected one `applied` event, got {new:#?}"
-            );
-            let e = &new[0];
-            println!(
-                "generation {gen_}: map_writes {} map_removals {} attached {} detached {}",
-                e["map_writes"], e["map_removals"], e["attached"], e["detached"]
-            );
-            ensure!(
-                e["map_writes"] == writes
-                    && e["map_removals"] == 0
-                    && e["attached"] == 0
-                    && e["detached"] == 0,
-                "generation {gen_}: expected exactly {writes} map write(s) and nothing else: {e}"
-            );
-        }
-        Ok(())
-    })();
-    with_agent_output(&agent, r)
+        |agent| {
+            // (change, generation, map writes): a verdict change on an enforced
+            // interface writes its EG_IFACES entry and EG_CONFIG (whose
+            // generation changes); one on a VM with no interface, EG_CONFIG only.
+            let steps = [
+                (text(Role::Overridden, Role::Blocked), 2, 2),
+                (text(Role::Overridden, Role::Overridden), 3, 1),
+                (text(Role::Blocked, Role::Overridden), 4, 2),
+            ];
+            for (text, gen_, writes) in steps {
+                let before = agent.logged("applied").len();
+                let t = Instant::now();
+                s.rename_policy(&text)?;
+                await_generation(agent, gen_, t, WITHIN * 3)?;
+                // The event is logged right after the write; give it a moment.
+                thread::sleep(Duration::from_millis(100));
+                let applied = agent.logged("applied");
+                let new = &applied[before.min(applied.len())..];
+                ensure!(
+                    new.len() == 1,
+                    "generation {gen_}: expected one `applied` event, got {new:#?}"
+                );
+                let e = &new[0];
+                println!(
+                    "generation {gen_}: map_writes {} map_removals {} attached {} detached {}",
+                    e["map_writes"], e["map_removals"], e["attached"], e["detached"]
+                );
+                ensure!(
+                    e["map_writes"] == writes
+                        && e["map_removals"] == 0
+                        && e["attached"] == 0
+                        && e["detached"] == 0,
+                    "generation {gen_}: expected exactly {writes} map write(s) and nothing else: {e}"
+                );
+            }
+            Ok(())
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------

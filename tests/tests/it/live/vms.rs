@@ -18,8 +18,9 @@ use egress_guard_tests::netns::{
 
 use super::{
     POLL, PROBE, iface_entries, ifindex, link_pins, policy, policy_builder, status_interfaces,
+    with_agent,
 };
-use crate::fixtures::{SINK4, Setup, ms, serial, status_until, vm_field, with_agent_output};
+use crate::fixtures::{SINK4, Setup, ms, serial, status_until, vm_field};
 
 // 4. A re-created interface opens a pending exemption
 // ---------------------------------------------------------------------------
@@ -29,58 +30,59 @@ fn a_recreated_interface_opens_a_pending_exemption_across_agent_restarts() -> Re
     let _serial = serial::exclusive();
     require_root()?;
     let s = Setup::routed(&["vm-r", "vm-b"], PROBE)?;
-    let mut agent = s.start_agent(
+    with_agent(
+        &s,
         &policy(&[("vm-r", Role::NeedsRestart), ("vm-b", Role::Blocked)]),
         &[],
-    )?;
-    let r = (|| {
-        let (vm_r, vm_b) = (s.vm("vm-r"), s.vm("vm-b"));
-        let doc = agent.status_json()?;
-        ensure!(
-            vm_field(&doc, "vm-r", "reason_code") == "exemption-needs-restart"
-                && vm_field(&doc, "vm-r", "verdict") == "block",
-            "before the restart:\n{doc:#}"
-        );
-        s.expect_vm(vm_r, SINK4, 25, false)?;
+        |agent| {
+            let (vm_r, vm_b) = (s.vm("vm-r"), s.vm("vm-b"));
+            let doc = agent.status_json()?;
+            ensure!(
+                vm_field(&doc, "vm-r", "reason_code") == "exemption-needs-restart"
+                    && vm_field(&doc, "vm-r", "verdict") == "block",
+                "before the restart:\n{doc:#}"
+            );
+            s.expect_vm(vm_r, SINK4, 25, false)?;
 
-        // The VM is stopped and started: a new interface.
-        let old_index = ifindex(&s.topo.hv, "vm-r")?;
-        s.topo.unplug(vm_r)?;
-        s.topo.replug(vm_r)?;
-        let new_index = ifindex(&s.topo.hv, "vm-r")?;
-        ensure!(old_index != new_index, "the interface should be new");
-        let (doc, _) = status_until(&agent, Duration::from_secs(5), POLL, "vm-r exempted", |d| {
-            vm_field(d, "vm-r", "reason_code") == "exempted"
-        })?;
-        ensure!(vm_field(&doc, "vm-r", "verdict") == "allow", "{doc:#}");
-        ensure!(
-            status_interfaces(&doc, "vm-r", new_index)
-                .iter()
-                .any(|i| i["verdict"] == "allow" && i["ifindex"] == new_index),
-            "the new interface should be enforced with allow:\n{doc:#}"
-        );
-        s.expect_vm(vm_r, SINK4, 25, true)?;
-        s.expect_vm(vm_b, SINK4, 25, false)?;
+            // The VM is stopped and started: a new interface.
+            let old_index = ifindex(&s.topo.hv, "vm-r")?;
+            s.topo.unplug(vm_r)?;
+            s.topo.replug(vm_r)?;
+            let new_index = ifindex(&s.topo.hv, "vm-r")?;
+            ensure!(old_index != new_index, "the interface should be new");
+            let (doc, _) =
+                status_until(agent, Duration::from_secs(5), POLL, "vm-r exempted", |d| {
+                    vm_field(d, "vm-r", "reason_code") == "exempted"
+                })?;
+            ensure!(vm_field(&doc, "vm-r", "verdict") == "allow", "{doc:#}");
+            ensure!(
+                status_interfaces(&doc, "vm-r", new_index)
+                    .iter()
+                    .any(|i| i["verdict"] == "allow" && i["ifindex"] == new_index),
+                "the new interface should be enforced with allow:\n{doc:#}"
+            );
+            s.expect_vm(vm_r, SINK4, 25, true)?;
+            s.expect_vm(vm_b, SINK4, 25, false)?;
 
-        // The agent is killed and started again: it remembers the creation.
-        agent.kill()?;
-        agent.restart(None)?;
-        let doc = agent.status_json()?;
-        ensure!(
-            vm_field(&doc, "vm-r", "reason_code") == "exempted"
-                && vm_field(&doc, "vm-r", "verdict") == "allow",
-            "after an agent restart vm-r should still be exempted:\n{doc:#}"
-        );
-        let entries = iface_entries(agent.pin_dir())?;
-        ensure!(
-            entries.get(&new_index).map(|e| e.verdict) == Some(VERDICT_ALLOW),
-            "EG_IFACES[{new_index}] should be allow: {entries:?}"
-        );
-        s.expect_vm(vm_r, SINK4, 25, true)?;
-        s.expect_vm(vm_b, SINK4, 25, false)?;
-        Ok(())
-    })();
-    with_agent_output(&agent, r)
+            // The agent is killed and started again: it remembers the creation.
+            agent.kill()?;
+            agent.restart(None)?;
+            let doc = agent.status_json()?;
+            ensure!(
+                vm_field(&doc, "vm-r", "reason_code") == "exempted"
+                    && vm_field(&doc, "vm-r", "verdict") == "allow",
+                "after an agent restart vm-r should still be exempted:\n{doc:#}"
+            );
+            let entries = iface_entries(agent.pin_dir())?;
+            ensure!(
+                entries.get(&new_index).map(|e| e.verdict) == Some(VERDICT_ALLOW),
+                "EG_IFACES[{new_index}] should be allow: {entries:?}"
+            );
+            s.expect_vm(vm_r, SINK4, 25, true)?;
+            s.expect_vm(vm_b, SINK4, 25, false)?;
+            Ok(())
+        },
+    )
 }
 
 #[test]
@@ -114,8 +116,7 @@ fn a_timed_revocation_and_a_timed_grant_take_effect_on_time_without_a_reload() -
             &[format!("started: {at_s}")],
         )
         .yaml();
-    let agent = s.start_agent(&text, &[])?;
-    let r = (|| {
+    with_agent(&s, &text, &[], |agent| {
         let (vm_rev, vm_gra) = (s.vm("vm-rev"), s.vm("vm-gra"));
         let doc = agent.status_json()?;
         ensure!(
@@ -167,8 +168,7 @@ fn a_timed_revocation_and_a_timed_grant_take_effect_on_time_without_a_reload() -
         s.expect_vm(vm_rev, SINK4, 25, false)?;
         s.expect_vm(vm_gra, SINK4, 25, true)?;
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }
 
 /// Median and maximum.
@@ -239,82 +239,85 @@ fn interfaces_that_appear_are_enforced_at_once_and_those_that_go_leave_nothing()
     let mut vms: Vec<(String, Role)> = vec![("vm-blocked".to_owned(), Role::Blocked)];
     vms.extend((0..CREATIONS / 2).map(|i| (format!("pvm{i}"), Role::Blocked)));
     let vms_ref: Vec<(&str, Role)> = vms.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-    let agent = s.start_agent(&policy_builder(&vms_ref).attach(&["tapx*"]).yaml(), &[])?;
-    let r = (|| {
-        let hv = &s.topo.hv;
-        let created = create_and_time(hv, CREATIONS)?;
+    with_agent(
+        &s,
+        &policy_builder(&vms_ref).attach(&["tapx*"]).yaml(),
+        &[],
+        |agent| {
+            let hv = &s.topo.hv;
+            let created = create_and_time(hv, CREATIONS)?;
 
-        // Each one enforced: a pinned link and a blocking map entry. (The
-        // link is pinned just after the program shows on the interface,
-        // which is when the watch above returned: give the last one a
-        // moment.)
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut pins = link_pins(&agent)?;
-        while pins.len() < created.len() + 1 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-            pins = link_pins(&agent)?;
-        }
-        let entries = iface_entries(agent.pin_dir())?;
-        for (name, index) in &created {
-            ensure!(
-                entries.get(index).map(|e| e.verdict) == Some(VERDICT_BLOCK),
-                "{name} (ifindex {index}) should have a blocking EG_IFACES entry: {entries:?}"
-            );
-            ensure!(
-                pins.contains(&format!("{index}_tc")),
-                "{name}: no link pin {index}_tc in {pins:?}"
-            );
-        }
+            // Each one enforced: a pinned link and a blocking map entry. (The
+            // link is pinned just after the program shows on the interface,
+            // which is when the watch above returned: give the last one a
+            // moment.)
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut pins = link_pins(agent)?;
+            while pins.len() < created.len() + 1 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+                pins = link_pins(agent)?;
+            }
+            let entries = iface_entries(agent.pin_dir())?;
+            for (name, index) in &created {
+                ensure!(
+                    entries.get(index).map(|e| e.verdict) == Some(VERDICT_BLOCK),
+                    "{name} (ifindex {index}) should have a blocking EG_IFACES entry: {entries:?}"
+                );
+                ensure!(
+                    pins.contains(&format!("{index}_tc")),
+                    "{name}: no link pin {index}_tc in {pins:?}"
+                );
+            }
 
-        // They go: nothing of them stays.
-        for (name, _) in &created {
-            hv.ip(["link", "del", name])?;
-        }
-        let vm = s.vm("vm-blocked");
-        s.expect_vm(vm, SINK4, 25, false)?;
-        let held = held_back_packets(&agent.status_json()?, "vm-blocked").unwrap_or(0);
-        ensure!(held > 0, "vm-blocked should have held-back packets");
-        let vm_index = ifindex(hv, "vm-blocked")?;
-        s.topo.unplug(vm)?;
-        // Past the follow-up reconcile (200 ms after a link event).
-        thread::sleep(Duration::from_millis(700));
-        let gone: Vec<(String, u32)> = created
-            .into_iter()
-            .chain([("vm-blocked".to_owned(), vm_index)])
-            .collect();
-        let entries = iface_entries(agent.pin_dir())?;
-        let pins = link_pins(&agent)?;
-        let doc = agent.status_json()?;
-        for (name, index) in &gone {
+            // They go: nothing of them stays.
+            for (name, _) in &created {
+                hv.ip(["link", "del", name])?;
+            }
+            let vm = s.vm("vm-blocked");
+            s.expect_vm(vm, SINK4, 25, false)?;
+            let held = held_back_packets(&agent.status_json()?, "vm-blocked").unwrap_or(0);
+            ensure!(held > 0, "vm-blocked should have held-back packets");
+            let vm_index = ifindex(hv, "vm-blocked")?;
+            s.topo.unplug(vm)?;
+            // Past the follow-up reconcile (200 ms after a link event).
+            thread::sleep(Duration::from_millis(700));
+            let gone: Vec<(String, u32)> = created
+                .into_iter()
+                .chain([("vm-blocked".to_owned(), vm_index)])
+                .collect();
+            let entries = iface_entries(agent.pin_dir())?;
+            let pins = link_pins(agent)?;
+            let doc = agent.status_json()?;
+            for (name, index) in &gone {
+                ensure!(
+                    !entries.contains_key(index),
+                    "{name} is gone but EG_IFACES still has {index}: {entries:?}"
+                );
+                ensure!(
+                    !pins.iter().any(|p| p.starts_with(&format!("{index}_"))),
+                    "{name} is gone but its link pin stays: {pins:?}"
+                );
+                ensure!(
+                    status_interfaces(&doc, name, *index).is_empty(),
+                    "{name} is gone but status lists it:\n{doc:#}"
+                );
+            }
             ensure!(
-                !entries.contains_key(index),
-                "{name} is gone but EG_IFACES still has {index}: {entries:?}"
+                pins.is_empty() && entries.is_empty(),
+                "left: {pins:?} {entries:?}"
             );
             ensure!(
-                !pins.iter().any(|p| p.starts_with(&format!("{index}_"))),
-                "{name} is gone but its link pin stays: {pins:?}"
+                held_back_packets(&doc, "vm-blocked") == Some(held),
+                "vm-blocked's counters ({held} held back) should stay visible after its interface went:\n{doc:#}"
             );
-            ensure!(
-                status_interfaces(&doc, name, *index).is_empty(),
-                "{name} is gone but status lists it:\n{doc:#}"
-            );
-        }
-        ensure!(
-            pins.is_empty() && entries.is_empty(),
-            "left: {pins:?} {entries:?}"
-        );
-        ensure!(
-            held_back_packets(&doc, "vm-blocked") == Some(held),
-            "vm-blocked's counters ({held} held back) should stay visible after its interface went:\n{doc:#}"
-        );
 
-        // The VM comes back: enforced again.
-        s.topo.replug(vm)?;
-        thread::sleep(Duration::from_millis(300));
-        s.expect_vm(vm, SINK4, 25, false)?;
-        Ok(())
-    })();
-    with_agent_output(&agent, r)
+            // The VM comes back: enforced again.
+            s.topo.replug(vm)?;
+            thread::sleep(Duration::from_millis(300));
+            s.expect_vm(vm, SINK4, 25, false)?;
+            Ok(())
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------

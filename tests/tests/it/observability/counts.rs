@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{
     BLOCKED, EXEMPT, Lab, SETTLE, bytes, enforce,
     metrics::{ATTEMPT, AUDITED, METRICS, REPEATED, await_generation, scrape_until, until},
-    policy,
+    policy, with_agent,
 };
 use crate::fixtures::{serial, time_of, with_agent_output};
 use egress_guard_tests::netns::topology::{SINK_V4, SINK_V6};
@@ -202,11 +202,7 @@ fn five_syns_are_five_in_the_metrics_and_one_logged_attempt_with_a_summary() -> 
 /// and the generation follow.
 #[test]
 fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = Lab::new()?;
-    let agent = s.start_agent(&enforce("auto"))?;
-    let r = (|| {
+    with_agent("auto", |s, agent| {
         let vm = s.sender(BLOCKED)?;
         // policy, malformed, orphan-fragment.
         let syn = vec![vm.syn4(SINK_V4, 41000)];
@@ -215,7 +211,7 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
         vm.send(&syn)?;
         vm.send(&malformed)?;
         vm.send(&orphans)?;
-        let m = scrape_until(&s, "the orphan fragments counted", |m| {
+        let m = scrape_until(s, "the orphan fragments counted", |m| {
             Ok(m.held("policy")? >= 1
                 && m.held("malformed")? >= 2
                 && m.held("orphan-fragment")? >= 2)
@@ -240,11 +236,11 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
 
         // audit: counted, let through, logged as such.
         s.write_policy(&policy("auto", "audit", "drop", &[]))?;
-        let m = await_generation(&s, 2)?;
+        let m = await_generation(s, 2)?;
         ensure!(m.get("egress_guard_reloads_total", &[])? == 1, "{}", m.text);
         let audited = vec![vm.syn4(SINK_V4, 41001)];
         vm.send(&audited)?;
-        let m = scrape_until(&s, "the audited SYN counted", |m| Ok(m.held("audit")? >= 1))?;
+        let m = scrape_until(s, "the audited SYN counted", |m| Ok(m.held("audit")? >= 1))?;
         ensure!(
             m.held("audit")? == 1 && m.held_bytes("audit")? == bytes(&audited),
             "{}",
@@ -270,9 +266,9 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
 
         // icmp-sent: the SYN is held back (policy) and answered.
         s.write_policy(&policy("auto", "enforce", "icmp", &[]))?;
-        await_generation(&s, 3)?;
+        await_generation(s, 3)?;
         vm.send(&[vm.syn4(SINK_V4, 41002)])?;
-        let m = scrape_until(&s, "the ICMP reply counted", |m| {
+        let m = scrape_until(s, "the ICMP reply counted", |m| {
             Ok(m.held("icmp-sent")? >= 1)
         })?;
         ensure!(
@@ -284,9 +280,9 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
         // reset-sent, then rate-limited: more SYNs at once than the reply
         // burst (40); each is answered or counted as rate-limited.
         s.write_policy(&policy("auto", "enforce", "reset", &[]))?;
-        await_generation(&s, 4)?;
+        await_generation(s, 4)?;
         vm.send(&[vm.syn4(SINK_V4, 41003)])?;
-        let m = scrape_until(&s, "the RST counted", |m| Ok(m.held("reset-sent")? >= 1))?;
+        let m = scrape_until(s, "the RST counted", |m| Ok(m.held("reset-sent")? >= 1))?;
         ensure!(
             m.held("reset-sent")? == 1 && m.held("policy")? == 3,
             "{}",
@@ -294,7 +290,7 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
         );
         let flood: Vec<Vec<u8>> = (0..60).map(|i| vm.syn4(SINK_V4, 42000 + i)).collect();
         vm.send(&flood)?;
-        let m = scrape_until(&s, "the 60 SYNs held back", |m| Ok(m.held("policy")? >= 63))?;
+        let m = scrape_until(s, "the 60 SYNs held back", |m| Ok(m.held("policy")? >= 63))?;
         let resets = m.held("reset-sent")? - 1;
         let limited = m.held("rate-limited")?;
         println!("60 SYNs at once: {resets} RSTs, {limited} rate-limited");
@@ -317,6 +313,5 @@ fn every_reason_is_counted_exactly_through_reloads() -> Result<()> {
             m.text
         );
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }

@@ -9,13 +9,13 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use egress_guard_common::maps::{EVENT_BURST, EVENT_INTERVAL_NS};
-use egress_guard_tests::netns::{require_root, vm_entry};
+use egress_guard_tests::netns::vm_entry;
 
 use super::{
-    BLOCKED, Lab, SETTLE, enforce,
+    BLOCKED, SETTLE,
     metrics::{ATTEMPT, scrape_until, until},
+    with_agent,
 };
-use crate::fixtures::{serial, with_agent_output};
 
 /// A flood of SYNs, each to another destination: every one is counted and
 /// held back, but only the VM's burst of events (and what its rate allows
@@ -23,11 +23,7 @@ use crate::fixtures::{serial, with_agent_output};
 /// counted as lost. Through native XDP this time.
 #[test]
 fn a_flood_of_syns_yields_a_bounded_number_of_events_and_the_rest_are_counted_lost() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = Lab::new()?;
-    let agent = s.start_agent(&enforce("xdp"))?;
-    let r = (|| {
+    with_agent("xdp", |s, agent| {
         let vm = s.sender(BLOCKED)?;
         // 750 destinations in the three documentation networks.
         let flood: Vec<Vec<u8>> = (0..750u32)
@@ -40,7 +36,7 @@ fn a_flood_of_syns_yields_a_bounded_number_of_events_and_the_rest_are_counted_lo
         let started = Instant::now();
         vm.send(&flood)?;
         let took = started.elapsed();
-        let m = scrape_until(&s, "750 SYNs held back", |m| Ok(m.held("policy")? >= 750))?;
+        let m = scrape_until(s, "750 SYNs held back", |m| Ok(m.held("policy")? >= 750))?;
         ensure!(
             m.get("egress_guard_interfaces", &[("hook", "xdp")])? == 2,
             "{}",
@@ -81,6 +77,5 @@ fn a_flood_of_syns_yields_a_bounded_number_of_events_and_the_rest_are_counted_lo
             "{b:#}"
         );
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }

@@ -27,11 +27,11 @@ use egress_guard_common::{craft::Frame, parse::TCP_ACK};
 use egress_guard_tests::netns::{
     Agent, PolicyBuilder, Role, Vm,
     agent::READY_TIMEOUT,
-    mac_address, send_frames,
+    mac_address, require_root, send_frames,
     topology::{SINK_V4, SINK_V6},
 };
 
-use crate::fixtures::{Setup, routed};
+use crate::fixtures::{Setup, routed, serial, with_agent_output};
 use metrics::Metrics;
 
 /// The repeat window the agents of these tests run with (seconds).
@@ -58,6 +58,17 @@ fn policy(hook: &str, mode: &str, action: &str, without: &[&str]) -> String {
 
 fn enforce(hook: &str) -> String {
     policy(hook, "enforce", "drop", &[])
+}
+
+/// Runs `test` alone with a [`Lab`] and an agent on [`enforce`]`(hook)`; a
+/// failure carries what the agent printed.
+fn with_agent(hook: &str, test: impl FnOnce(&Lab, &mut Agent<'_>) -> Result<()>) -> Result<()> {
+    let _serial = serial::exclusive();
+    require_root()?;
+    let s = Lab::new()?;
+    let mut agent = s.start_agent(&enforce(hook))?;
+    let r = test(&s, &mut agent);
+    with_agent_output(&agent, r)
 }
 
 /// A [`Setup`] with the two VMs and no sink (the VMs send hand-made

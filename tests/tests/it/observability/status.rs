@@ -9,33 +9,27 @@
 
 use anyhow::{Context as _, Result, ensure};
 use chrono::Utc;
-use egress_guard_tests::netns::{
-    Agent, policy::BLOCKED_SUB, require_root, topology::SINK_V4, vm_entry,
-};
+use egress_guard_tests::netns::{Agent, policy::BLOCKED_SUB, topology::SINK_V4, vm_entry};
 use serde_json::Value;
 
 use super::{
-    BLOCKED, EXEMPT, Lab, SETTLE, enforce,
+    BLOCKED, EXEMPT, SETTLE,
     metrics::{ATTEMPT, await_generation, scrape_until, until},
-    policy,
+    policy, with_agent,
 };
-use crate::fixtures::{serial, time_of, with_agent_output};
+use crate::fixtures::time_of;
 
 /// A rejected policy counts as a reload failure and the one in force stays;
 /// a VM that leaves the policy leaves the metrics (its counters with it).
 #[test]
 fn a_rejected_policy_is_counted_and_a_vm_that_leaves_the_policy_leaves_the_metrics() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = Lab::new()?;
-    let agent = s.start_agent(&enforce("auto"))?;
-    let r = (|| {
+    with_agent("auto", |s, agent| {
         let vm = s.sender(BLOCKED)?;
         vm.send(&[vm.syn4(SINK_V4, 43000)])?;
-        scrape_until(&s, "vm-blocked counted", |m| Ok(m.held("policy")? >= 1))?;
+        scrape_until(s, "vm-blocked counted", |m| Ok(m.held("policy")? >= 1))?;
 
         s.write_policy("version: 1\ncolour: red\n")?;
-        let m = scrape_until(&s, "a reload failure", |m| {
+        let m = scrape_until(s, "a reload failure", |m| {
             Ok(m.get("egress_guard_reload_failures_total", &[])? >= 1)
         })?;
         ensure!(
@@ -56,7 +50,7 @@ fn a_rejected_policy_is_counted_and_a_vm_that_leaves_the_policy_leaves_the_metri
         );
 
         s.write_policy(&policy("auto", "enforce", "drop", &[BLOCKED]))?;
-        let m = await_generation(&s, 2)?;
+        let m = await_generation(s, 2)?;
         ensure!(
             !m.mentions_vm(BLOCKED),
             "vm-blocked left the policy:\n{}",
@@ -81,8 +75,7 @@ fn a_rejected_policy_is_counted_and_a_vm_that_leaves_the_policy_leaves_the_metri
         let st = agent.status_json()?;
         ensure!(vm_entry(&st, BLOCKED).is_none(), "{st:#}");
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }
 
 /// `status` (table and JSON, and `--vm`) reads the same counters, verdicts,
@@ -91,21 +84,17 @@ fn a_rejected_policy_is_counted_and_a_vm_that_leaves_the_policy_leaves_the_metri
 /// `--vm` is a usage error.
 #[test]
 fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
-    let _serial = serial::exclusive();
-    require_root()?;
-    let s = Lab::new()?;
-    let mut agent = s.start_agent(&enforce("auto"))?;
-    let r = (|| {
+    with_agent("auto", |s, agent| {
         let vm = s.sender(BLOCKED)?;
         let syns: Vec<Vec<u8>> = (0..3).map(|i| vm.syn4(SINK_V4, 44000 + i)).collect();
         vm.send(&syns)?;
         vm.send(&vm.malformed()[..1])?;
-        scrape_until(&s, "3 SYNs and a malformed frame", |m| {
+        scrape_until(s, "3 SYNs and a malformed frame", |m| {
             Ok(m.held("policy")? >= 3 && m.held("malformed")? >= 1)
         })?;
         // The agent saves the last attempts within a second.
         until(SETTLE, "the last attempts in status --vm", || {
-            let doc = status_vm(&agent)?;
+            let doc = status_vm(agent)?;
             Ok((recent_count(&doc) == 3).then_some(()))
         })?;
 
@@ -154,8 +143,8 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         };
 
         check(&agent.status_json()?, true, 3, 3)?;
-        check_table(&agent, true, 3)?;
-        let doc = status_vm(&agent)?;
+        check_table(agent, true, 3)?;
+        let doc = status_vm(agent)?;
         let recent = &vm_entry(&doc, BLOCKED).context("--vm")?["recent_attempts"];
         ensure!(
             recent[0]["dst"] == SINK_V4.to_string() && recent[0]["dst_port"] == 25,
@@ -168,15 +157,7 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
 
         // An unknown VM: exit 2 and a message that says which VMs there are.
         for format in ["table", "json"] {
-            let out = agent.ctl([
-                "status",
-                "--pin-dir",
-                &agent.pin_dir().display().to_string(),
-                "--vm",
-                "no-such-vm",
-                "--format",
-                format,
-            ])?;
+            let out = agent.status(&["--vm", "no-such-vm", "--format", format])?;
             ensure!(
                 out.code() == Some(2),
                 "exit {:?}:\n{}{}",
@@ -197,9 +178,9 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         let status = agent.stop()?;
         ensure!(status.code() == Some(0), "SIGTERM: {status}");
         check(&agent.status_json()?, false, 3, 3)?;
-        check_table(&agent, false, 3)?;
+        check_table(agent, false, 3)?;
         ensure!(
-            recent_count(&status_vm(&agent)?) == 3,
+            recent_count(&status_vm(agent)?) == 3,
             "last attempts while stopped"
         );
         // Enforcement and counting go on without the agent; the events wait
@@ -217,7 +198,7 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         // logged, the last attempts go on.
         agent.restart(None)?;
         check(&agent.status_json()?, true, 5, 5)?;
-        check_table(&agent, true, 5)?;
+        check_table(agent, true, 5)?;
         let m = s.scrape()?;
         ensure!(
             m.held("policy")? == 5 && m.held("malformed")? == 1 && m.attempts()? == 5,
@@ -236,7 +217,7 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
             "the attempt is logged with the time it happened: {queued:#}"
         );
         until(SETTLE, "all 5 attempts in status --vm", || {
-            Ok((recent_count(&status_vm(&agent)?) == 5).then_some(()))
+            Ok((recent_count(&status_vm(agent)?) == 5).then_some(()))
         })?;
 
         // SIGKILL: nothing is lost either.
@@ -246,7 +227,7 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         let m = s.scrape()?;
         ensure!(m.held("policy")? == 5 && m.attempts()? == 5, "{}", m.text);
         ensure!(
-            recent_count(&status_vm(&agent)?) == 5,
+            recent_count(&status_vm(agent)?) == 5,
             "last attempts after SIGKILL"
         );
 
@@ -266,13 +247,7 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         let damaged = "version: 1\nvms: [\n";
         std::fs::write(&copy, damaged)?;
         let damaged_status = |warning: &str| -> Result<()> {
-            let out = agent.ctl([
-                "status",
-                "--pin-dir",
-                &agent.pin_dir().display().to_string(),
-                "--format",
-                "json",
-            ])?;
+            let out = agent.status(&["--format", "json"])?;
             ensure!(
                 out.code() == Some(0),
                 "exit {:?}: {}",
@@ -298,8 +273,7 @@ fn status_in_both_formats_before_and_after_an_agent_restart() -> Result<()> {
         std::fs::write(&state_file, serde_json::to_vec(&state)?)?;
         damaged_status("does not read with this build")?;
         Ok(())
-    })();
-    with_agent_output(&agent, r)
+    })
 }
 
 /// The table and `--vm` table of `status`: vm-blocked blocked with `policy`
@@ -324,16 +298,7 @@ fn check_table(agent: &Agent<'_>, running: bool, policy: u64) -> Result<()> {
         }),
         "{table}"
     );
-    let detail = agent
-        .ctl([
-            "status",
-            "--pin-dir",
-            &agent.pin_dir().display().to_string(),
-            "--vm",
-            BLOCKED,
-        ])?
-        .check()?
-        .stdout;
+    let detail = agent.status(&["--vm", BLOCKED])?.check()?.stdout;
     ensure!(
         detail.contains("last blocked attempts") && detail.contains(&format!("{SINK_V4}:25")),
         "{detail}"
@@ -347,19 +312,7 @@ fn check_table(agent: &Agent<'_>, running: bool, policy: u64) -> Result<()> {
 
 /// `status --vm vm-blocked --format json`.
 fn status_vm(agent: &Agent<'_>) -> Result<Value> {
-    let out = agent
-        .ctl([
-            "status",
-            "--pin-dir",
-            &agent.pin_dir().display().to_string(),
-            "--vm",
-            BLOCKED,
-            "--format",
-            "json",
-        ])?
-        .check()?;
-    serde_json::from_str(&out.stdout)
-        .with_context(|| format!("status --vm printed:\n{}", out.stdout))
+    Ok(agent.status_json_with(&["--vm", BLOCKED])?)
 }
 
 /// The attempts the last-attempts list of vm-blocked stands for.
