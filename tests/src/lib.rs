@@ -1,4 +1,5 @@
-//! egress-guard's integration tests (`tests/tests/*.rs`). They need root.
+//! egress-guard's integration tests (one binary, `tests/tests/it`). They
+//! need root.
 //!
 //! The network-namespace fixtures they use (topology, SMTP sink and client,
 //! agent guard) are the crate `egress-guard-netns` in `tests/netns`, shared

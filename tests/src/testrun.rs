@@ -1,6 +1,6 @@
 //! Running the loaded kernel programs on crafted frames with
-//! BPF_PROG_TEST_RUN, for the TestRun tests (`tests/tests/testrun.rs`,
-//! `tests/tests/events.rs`) and the benchmarks.
+//! BPF_PROG_TEST_RUN, for the TestRun tests (`tests/tests/it/testrun/`,
+//! `tests/tests/it/events.rs`) and the benchmarks.
 //!
 //! A test run resolves the context's ingress ifindex in the caller's network
 //! namespace: [`ThreadNetns`] gives a test thread one with interfaces of its

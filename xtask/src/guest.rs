@@ -1,5 +1,5 @@
 //! `cargo xtask guest`: builds the test guest's image once and caches it; the
-//! guest tests (`tests/tests/guests.rs`) and `cargo xtask demo --vm` boot it
+//! guest tests (`tests/tests/it/guests/`) and `cargo xtask demo --vm` boot it
 //! with QEMU (harness: `tests/netns/src/guest`).
 //!
 //! Everything comes from Debian's packages, fetched with `apt-get download`

@@ -5,19 +5,16 @@
 
 use std::{
     ffi::{OsStr, OsString},
-    io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
+    process::{Child, ExitStatus},
     sync::{Arc, Mutex, mpsc},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
 use crate::{
-    cmd::{self, Finished, describe},
+    cmd::{self, Finished, NoLine},
     error::{Error, Result},
     names::{self, TempDir},
     netns::Netns,
@@ -149,29 +146,22 @@ impl<'a> Agent<'a> {
     /// Waits for a stdout line containing `ready`. On failure (timeout, or the
     /// agent ended), the error shows what it printed.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) if line.contains("ready") => return Ok(()),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // stdout closed: the agent is ending or has ended.
-                    let status = self.wait_exit(Duration::from_secs(5))?;
-                    return Err(Error::Other(format!(
-                        "the agent ended ({}) before it printed `ready`\n`{}`\n{}",
-                        status.map_or_else(|| "still running".to_owned(), |s| s.to_string()),
-                        self.command,
-                        self.output()
-                    )));
-                }
+        match cmd::await_line(&self.lines, timeout, |l| l.contains("ready")) {
+            Ok(_) => Ok(()),
+            Err(NoLine::Ended) => {
+                let status = self.wait_exit(Duration::from_secs(5))?;
+                Err(Error::Other(format!(
+                    "the agent ended ({}) before it printed `ready`\n`{}`\n{}",
+                    status.map_or_else(|| "still running".to_owned(), |s| s.to_string()),
+                    self.command,
+                    self.output()
+                )))
             }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("the agent to print `ready`: `{}`", self.command),
-                    timeout,
-                    details: self.output(),
-                });
-            }
+            Err(NoLine::TimedOut) => Err(Error::Timeout {
+                what: format!("the agent to print `ready`: `{}`", self.command),
+                timeout,
+                details: self.output(),
+            }),
         }
     }
 
@@ -206,6 +196,14 @@ impl<'a> Agent<'a> {
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(Value::is_object)
+            .collect()
+    }
+
+    /// The log events (`--log-format json`) with this message.
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        self.json_logs()
+            .into_iter()
+            .filter(|e| e["message"] == message)
             .collect()
     }
 
@@ -284,17 +282,21 @@ impl<'a> Agent<'a> {
         )
     }
 
-    /// `egress-guard status --pin-dir DIR --format json`, parsed.
-    pub fn status_json(&self) -> Result<Value> {
-        let out = self
-            .ctl([
-                OsStr::new("status"),
-                OsStr::new("--pin-dir"),
-                self.pin_dir.as_os_str(),
-                OsStr::new("--format"),
-                OsStr::new("json"),
-            ])?
-            .check()?;
+    /// `egress-guard status --pin-dir DIR EXTRA...`, whatever its exit
+    /// status.
+    pub fn status(&self, extra: &[&str]) -> Result<Finished> {
+        let mut args = vec![OsStr::new("status"), OsStr::new("--pin-dir")];
+        args.push(self.pin_dir.as_os_str());
+        args.extend(extra.iter().map(OsStr::new));
+        self.ctl(args)
+    }
+
+    /// `egress-guard status --pin-dir DIR --format json EXTRA...`, parsed;
+    /// an error unless it exits 0.
+    pub fn status_json_with(&self, extra: &[&str]) -> Result<Value> {
+        let mut args = vec!["--format", "json"];
+        args.extend(extra);
+        let out = self.status(&args)?.check()?;
         serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
             command: out.command,
             output: out.stdout,
@@ -302,14 +304,14 @@ impl<'a> Agent<'a> {
         })
     }
 
+    /// `egress-guard status --pin-dir DIR --format json`, parsed.
+    pub fn status_json(&self) -> Result<Value> {
+        self.status_json_with(&[])
+    }
+
     /// `egress-guard status --pin-dir DIR` (the table), as printed.
     pub fn status_text(&self) -> Result<Finished> {
-        self.ctl([
-            OsStr::new("status"),
-            OsStr::new("--pin-dir"),
-            self.pin_dir.as_os_str(),
-        ])?
-        .check()
+        self.status(&[])?.check()
     }
 
     /// `egress-guard detach --pin-dir DIR`; an error unless it exits 0.
@@ -400,39 +402,11 @@ fn launch(
         .arg("--pin-dir")
         .arg(pin_dir)
         .args(extra);
-    let command = describe(&cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr_file)
-        // Its own process group: a Ctrl-C at the terminal reaches the
-        // caller, which then stops the agent in order.
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let (tx, lines) = mpsc::channel();
-    let pipe = child.stdout.take();
-    let stdout = Arc::clone(stdout);
-    thread::spawn(move || {
-        if let Some(pipe) = pipe {
-            for line in BufReader::new(pipe)
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                if let Ok(mut all) = stdout.lock() {
-                    all.push(line.clone());
-                }
-                let _ = tx.send(line);
-            }
-        }
-    });
+    let spawned = cmd::spawn_with_lines(&mut cmd, stderr_file, Some(Arc::clone(stdout)))?;
     Ok(Launched {
-        command,
-        child,
-        lines,
+        command: spawned.command,
+        child: spawned.child,
+        lines: spawned.lines,
     })
 }
 

@@ -361,14 +361,8 @@ pub struct MapInfo {
 
 /// The map pinned at `path` (`BPF_OBJ_GET` then `BPF_OBJ_GET_INFO_BY_FD`).
 pub fn pinned_map_info(path: &Path) -> Result<MapInfo> {
-    let fd = obj_get(path)?;
     // struct bpf_map_info up to and including `name` (offset 24, 16 bytes).
-    let mut info = [0u8; 40];
-    obj_info(
-        &fd,
-        &mut info,
-        &format!("BPF_OBJ_GET_INFO_BY_FD ({})", path.display()),
-    )?;
+    let info: [u8; 40] = pinned_info(path)?;
     Ok(MapInfo {
         map_type: get_u32(&info, 0),
         id: get_u32(&info, 4),
@@ -390,18 +384,25 @@ pub struct LinkInfo {
 
 /// The link pinned at `path`.
 pub fn pinned_link_info(path: &Path) -> Result<LinkInfo> {
-    let fd = obj_get(path)?;
     // struct bpf_link_info: type, id, prog_id.
-    let mut info = [0u8; 16];
+    let info: [u8; 16] = pinned_info(path)?;
+    Ok(LinkInfo {
+        id: get_u32(&info, 4),
+        prog_id: get_u32(&info, 8),
+    })
+}
+
+/// The first `N` bytes of what `BPF_OBJ_GET_INFO_BY_FD` says of the object
+/// pinned at `path`.
+fn pinned_info<const N: usize>(path: &Path) -> Result<[u8; N]> {
+    let fd = obj_get(path)?;
+    let mut info = [0u8; N];
     obj_info(
         &fd,
         &mut info,
         &format!("BPF_OBJ_GET_INFO_BY_FD ({})", path.display()),
     )?;
-    Ok(LinkInfo {
-        id: get_u32(&info, 4),
-        prog_id: get_u32(&info, 8),
-    })
+    Ok(info)
 }
 
 fn obj_get(path: &Path) -> Result<OwnedFd> {

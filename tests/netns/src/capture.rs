@@ -148,16 +148,7 @@ fn open_socket(iface: &std::ffi::CStr) -> Result<OwnedFd> {
         ));
     }
     // Protocol 0: nothing is queued before the bind below.
-    // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(Error::io(
-            "socket(AF_PACKET)",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: the kernel just returned this new fd to us.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, "socket(AF_PACKET)")?;
     let one: libc::c_int = 1;
     setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &one)?;
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF)?;
@@ -294,16 +285,7 @@ struct IfReqData {
 pub fn segment_in_software(ns: &Netns, dev: &str) -> Result<()> {
     let name = dev.to_owned();
     in_netns(&ns.path(), move || {
-        // SAFETY: socket(2) with constant arguments.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(Error::io(
-                "socket(AF_INET)",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: the kernel just returned this new fd to us.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, "socket(AF_INET)")?;
         for (set, get) in [
             (ETHTOOL_STSO, ETHTOOL_GTSO),
             (ETHTOOL_STXCSUM, ETHTOOL_GTXCSUM),
@@ -338,4 +320,16 @@ fn ethtool(fd: &OwnedFd, dev: &str, cmd: u32, data: u32) -> Result<u32> {
         ));
     }
     Ok(value.data)
+}
+
+/// A new socket of `domain` and `ty` (close-on-exec, protocol 0); `what`
+/// names it in the error.
+fn socket(domain: libc::c_int, ty: libc::c_int, what: &str) -> Result<OwnedFd> {
+    // SAFETY: socket(2) takes plain integers.
+    let raw = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(Error::io(what, std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this new fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

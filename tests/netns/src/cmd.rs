@@ -2,8 +2,10 @@
 
 use std::{
     ffi::OsStr,
-    io::Read,
+    io::{BufRead, BufReader, Read},
+    os::unix::process::CommandExt,
     process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -153,6 +155,86 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String
         }
         String::from_utf8_lossy(&buf).into_owned()
     })
+}
+
+/// A program started by [`spawn_with_lines`].
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: Child,
+    /// Its command line, for messages.
+    pub command: String,
+    /// Its stdout, line by line, as it prints them.
+    pub lines: mpsc::Receiver<String>,
+}
+
+/// Starts `cmd` in a process group of its own (a Ctrl-C at the terminal
+/// reaches the caller, which then stops it in order), stdin closed, stderr
+/// to `stderr`. A thread reads its stdout and sends each line on
+/// [`Spawned::lines`], after appending it to `keep` when given.
+pub fn spawn_with_lines(
+    cmd: &mut Command,
+    stderr: impl Into<Stdio>,
+    keep: Option<Arc<Mutex<Vec<String>>>>,
+) -> Result<Spawned> {
+    let command = describe(cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    let (tx, lines) = mpsc::channel();
+    let pipe = child.stdout.take();
+    thread::spawn(move || {
+        let Some(pipe) = pipe else { return };
+        for line in BufReader::new(pipe)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if let Some(keep) = &keep
+                && let Ok(mut all) = keep.lock()
+            {
+                all.push(line.clone());
+            }
+            let _ = tx.send(line);
+        }
+    });
+    Ok(Spawned {
+        child,
+        command,
+        lines,
+    })
+}
+
+/// Why [`await_line`] returned no line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoLine {
+    /// Stdout closed: the program is ending or has ended.
+    Ended,
+    TimedOut,
+}
+
+/// Waits up to `timeout` for a line of `lines` for which `wanted` holds
+/// (the others are skipped) and returns it.
+pub fn await_line(
+    lines: &mpsc::Receiver<String>,
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> std::result::Result<String, NoLine> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return Ok(line),
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(NoLine::TimedOut),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(NoLine::Ended),
+        }
+    }
 }
 
 /// Sends `signal` to process `pid`; false if there is no such process.

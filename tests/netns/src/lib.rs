@@ -40,6 +40,7 @@ pub mod http;
 pub mod names;
 pub mod netns;
 pub mod policy;
+pub mod script;
 pub mod smtp;
 pub mod topology;
 pub mod traffic;

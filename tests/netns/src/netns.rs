@@ -3,6 +3,7 @@
 
 use std::{
     ffi::OsStr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
@@ -76,6 +77,52 @@ impl Netns {
         S: AsRef<OsStr>,
     {
         cmd::run(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// `ip -j link show dev DEV`: the interface as `ip` describes it (its
+    /// `ifindex`, `address`, ...).
+    pub fn link_json(&self, dev: &str) -> Result<serde_json::Value> {
+        let out = self.ip(["-j", "link", "show", "dev", dev])?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
+                command: out.command.clone(),
+                output: out.stdout.clone(),
+                source,
+            })?;
+        Ok(doc[0].clone())
+    }
+
+    /// Creates a veth pair: `dev` here, `peer` in `other`.
+    pub fn veth_to(&self, dev: &str, other: &Netns, peer: &str) -> Result<()> {
+        self.ip([
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            other.name(),
+        ])?;
+        Ok(())
+    }
+
+    /// Gives `dev` the addresses `v4`/24 and `v6`/64 (no duplicate address
+    /// detection, so the IPv6 one works at once).
+    pub fn add_addrs(&self, dev: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
+        self.ip(["addr", "add", &format!("{v4}/24"), "dev", dev])?;
+        self.ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ])?;
+        Ok(())
     }
 
     /// Sets a sysctl of this namespace (`net.*` keys are per namespace).

@@ -22,6 +22,8 @@ pub const LEGACY_SUB: &str = "legacy-payg";
 pub const GRANT: &str = "2021-01-10T12:00:00Z";
 /// When an exempt VM started: after [`GRANT`].
 pub const STARTED_AFTER_GRANT: &str = "2021-01-11T08:00:00Z";
+/// When a VM that needs a restart started: before [`GRANT`].
+pub const STARTED_BEFORE_GRANT: &str = "2021-01-01T00:00:00Z";
 
 /// What a VM of a test policy is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +35,13 @@ pub enum Role {
     /// Of [`EXEMPT_SUB`] with no `started`: blocked until its interface is
     /// created after the grant (rule 3: a VM stopped and started).
     ExemptNotRestarted,
+    /// Of [`EXEMPT_SUB`], started before the grant: blocked until it is
+    /// stopped and started (`exemption-needs-restart`).
+    NeedsRestart,
     /// Of [`LEGACY_SUB`]: allowed.
     Legacy,
+    /// Of [`BLOCKED_SUB`], with `override: allow`: allowed.
+    Overridden,
 }
 
 #[derive(Clone, Debug)]
@@ -56,8 +63,10 @@ pub struct PolicyBuilder {
     attach: Vec<String>,
     unknown_block: bool,
     allow: Vec<String>,
+    offers: Vec<String>,
     subscriptions: Vec<String>,
     vms: Vec<VmLine>,
+    generated: usize,
 }
 
 impl Default for PolicyBuilder {
@@ -78,8 +87,10 @@ impl PolicyBuilder {
             attach: Vec::new(),
             unknown_block: false,
             allow: Vec::new(),
+            offers: Vec::new(),
             subscriptions: Vec::new(),
             vms: Vec::new(),
+            generated: 0,
         }
     }
 
@@ -122,6 +133,14 @@ impl PolicyBuilder {
         self
     }
 
+    /// A custom offer: `name: {body}` under `offers`, e.g. `internal-lab`,
+    /// `restricted: always, exemption: never`.
+    #[must_use]
+    pub fn offer(mut self, name: &str, body: &str) -> Self {
+        self.offers.push(format!("  {name}: {{{body}}}\n"));
+        self
+    }
+
     /// One more subscription, as YAML lines after `- ` (indented by 4).
     #[must_use]
     pub fn subscription(mut self, id: &str, offer: &str, created: &str, extra: &[&str]) -> Self {
@@ -133,6 +152,24 @@ impl PolicyBuilder {
         self
     }
 
+    /// One more subscription with an exemption granted at `granted` (and
+    /// revoked at `revoked`).
+    #[must_use]
+    pub fn exempted_subscription(
+        self,
+        id: &str,
+        offer: &str,
+        created: &str,
+        granted: &str,
+        revoked: Option<&str>,
+    ) -> Self {
+        let granted = format!("  granted: {granted}");
+        let revoked = revoked.map(|r| format!("  revoked: {r}"));
+        let mut extra = vec!["exemption:", granted.as_str()];
+        extra.extend(revoked.as_deref());
+        self.subscription(id, offer, created, &extra)
+    }
+
     /// A VM named after its interface, with `role`.
     #[must_use]
     pub fn vm(self, name: &str, role: Role) -> Self {
@@ -142,15 +179,15 @@ impl PolicyBuilder {
     /// A VM `name` on `interface`, with `role`.
     #[must_use]
     pub fn vm_on(self, name: &str, interface: &str, role: Role) -> Self {
-        let sub = match role {
-            Role::Blocked => BLOCKED_SUB,
-            Role::Exempt | Role::ExemptNotRestarted => EXEMPT_SUB,
-            Role::Legacy => LEGACY_SUB,
+        let (sub, extra) = match role {
+            Role::Blocked => (BLOCKED_SUB, None),
+            Role::Overridden => (BLOCKED_SUB, Some("override: allow".to_owned())),
+            Role::Exempt => (EXEMPT_SUB, Some(format!("started: {STARTED_AFTER_GRANT}"))),
+            Role::NeedsRestart => (EXEMPT_SUB, Some(format!("started: {STARTED_BEFORE_GRANT}"))),
+            Role::ExemptNotRestarted => (EXEMPT_SUB, None),
+            Role::Legacy => (LEGACY_SUB, None),
         };
-        let mut extra = Vec::new();
-        if role == Role::Exempt {
-            extra.push(format!("started: {STARTED_AFTER_GRANT}"));
-        }
+        let extra: Vec<String> = extra.into_iter().collect();
         self.vm_with(name, interface, sub, &extra)
     }
 
@@ -169,6 +206,14 @@ impl PolicyBuilder {
             subscription: subscription.to_owned(),
             extra: extra.to_vec(),
         });
+        self
+    }
+
+    /// `n` more blocked VMs, `gen-<i>` on interfaces `g<i, 7 digits>` that
+    /// do not exist, after the others.
+    #[must_use]
+    pub fn generated(mut self, n: usize) -> Self {
+        self.generated = n;
         self
     }
 
@@ -195,6 +240,12 @@ impl PolicyBuilder {
             let prefixes: Vec<String> = self.allow.iter().map(|p| format!("\"{p}\"")).collect();
             let _ = writeln!(out, "  allow_destinations: [{}]", list(&prefixes));
         }
+        if !self.offers.is_empty() {
+            out.push_str("offers:\n");
+            for offer in &self.offers {
+                out.push_str(offer);
+            }
+        }
         let _ = write!(
             out,
             "subscriptions:\n  - id: {BLOCKED_SUB}\n    offer: msdn\n    created: 2019-04-02\n  - id: {EXEMPT_SUB}\n    offer: pay-as-you-go\n    created: 2020-05-01\n    exemption:\n      granted: {GRANT}\n  - id: {LEGACY_SUB}\n    offer: pay-as-you-go\n    created: 2016-03-01\n"
@@ -202,7 +253,7 @@ impl PolicyBuilder {
         for s in &self.subscriptions {
             out.push_str(s);
         }
-        if self.vms.is_empty() {
+        if self.vms.is_empty() && self.generated == 0 {
             return out;
         }
         out.push_str("vms:\n");
@@ -215,6 +266,12 @@ impl PolicyBuilder {
             for line in &vm.extra {
                 let _ = writeln!(out, "    {line}");
             }
+        }
+        for i in 0..self.generated {
+            let _ = write!(
+                out,
+                "  - name: gen-{i}\n    subscription: {BLOCKED_SUB}\n    interface: g{i:07}\n"
+            );
         }
         out
     }
@@ -233,6 +290,11 @@ mod tests {
             .allow(&["198.51.100.25/32".into()])
             .vm("vm-a", Role::Blocked)
             .vm_on("web", "tap7", Role::Exempt)
+            .vm("vm-o", Role::Overridden)
+            .vm("vm-r", Role::NeedsRestart)
+            .offer("internal-lab", "restricted: always, exemption: never")
+            .exempted_subscription("late", "msdn", "2020-01-01", GRANT, Some("2022-03-01"))
+            .generated(2)
             .yaml();
         for line in [
             "  hook: tc\n",
@@ -241,6 +303,11 @@ mod tests {
             "  allow_destinations: [\"198.51.100.25/32\"]\n",
             "  - name: vm-a\n    subscription: dev-msdn\n    interface: vm-a\n",
             "  - name: web\n    subscription: prod-payg\n    interface: tap7\n    started: 2021-01-11T08:00:00Z\n",
+            "  - name: vm-o\n    subscription: dev-msdn\n    interface: vm-o\n    override: allow\n",
+            "  - name: vm-r\n    subscription: prod-payg\n    interface: vm-r\n    started: 2021-01-01T00:00:00Z\n",
+            "offers:\n  internal-lab: {restricted: always, exemption: never}\nsubscriptions:\n",
+            "  - id: late\n    offer: msdn\n    created: 2020-01-01\n    exemption:\n      granted: 2021-01-10T12:00:00Z\n      revoked: 2022-03-01\n",
+            "  - name: gen-1\n    subscription: dev-msdn\n    interface: g0000001\n",
         ] {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }

@@ -2,23 +2,22 @@
 //! client (swaks) in a VM namespace.
 
 use std::{
-    io::{BufRead, BufReader},
+    ffi::OsString,
     net::IpAddr,
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{OnceLock, mpsc},
-    thread,
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
 };
 
 use serde::Deserialize;
 
 use crate::{
-    cmd::{self, describe},
+    cmd,
     error::{Error, Result},
     names::{TempDir, unique_tag},
     netns::Netns,
+    script::Script,
     topology::{RELAY_V4, RELAY_V6, SINK_V4, SINK_V6, Topology, Vm},
 };
 
@@ -59,14 +58,11 @@ pub struct Received {
     pub rcpt_tos: Vec<String>,
 }
 
-/// The SMTP sink process. Killed on drop.
+/// The SMTP sink process. Stopped on drop.
 #[derive(Debug)]
 pub struct SmtpSink {
-    child: Child,
-    command: String,
+    script: Script,
     log: PathBuf,
-    stderr: PathBuf,
-    _dir: TempDir,
 }
 
 impl SmtpSink {
@@ -74,72 +70,16 @@ impl SmtpSink {
     /// waits until it listens.
     pub fn start(ns: &Netns, addrs: &[IpAddr], ports: &[u16]) -> Result<Self> {
         let dir = TempDir::new("smtp-sink")?;
-        let script = dir.write("smtp_sink.py", SINK_SCRIPT)?;
         let log = dir.write("received.jsonl", "")?;
-        let stderr_path = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path)
-            .map_err(|e| Error::io(format!("creating {}", stderr_path.display()), e))?;
-        let mut cmd = ns.command(python());
-        cmd.arg("-u").arg(&script).arg("--log").arg(&log);
+        let mut args: Vec<OsString> = vec!["--log".into(), log.clone().into()];
         for addr in addrs {
-            cmd.arg("--listen").arg(addr.to_string());
+            args.extend(["--listen".into(), addr.to_string().into()]);
         }
         for port in ports {
-            cmd.arg("--port").arg(port.to_string());
+            args.extend(["--port".into(), port.to_string().into()]);
         }
-        let command = describe(&cmd);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        let stdout = child.stdout.take();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            if let Some(out) = stdout {
-                for line in BufReader::new(out)
-                    .lines()
-                    .map_while(std::result::Result::ok)
-                {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let sink = Self {
-            child,
-            command,
-            log,
-            stderr: stderr_path,
-            _dir: dir,
-        };
-        let timeout = Duration::from_secs(15);
-        let deadline = Instant::now() + timeout;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) if line.starts_with("listening") => return Ok(sink),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    thread::sleep(Duration::from_millis(100));
-                    return Err(Error::Other(format!(
-                        "the SMTP sink `{}` ended before it listened\n--- stderr ---\n{}",
-                        sink.command,
-                        sink.stderr()
-                    )));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("the SMTP sink `{}` to listen", sink.command),
-                    timeout,
-                    details: format!("--- stderr ---\n{}", sink.stderr()),
-                });
-            }
-        }
+        let script = Script::start(ns, dir, "smtp_sink", SINK_SCRIPT, &args, "listening")?;
+        Ok(Self { script, log })
     }
 
     /// The usual sink of a topology: the sink and relay addresses, IPv4 and
@@ -159,7 +99,7 @@ impl SmtpSink {
 
     /// What the sink printed on stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.script.stderr()
     }
 
     /// Every message received so far.
@@ -170,7 +110,7 @@ impl SmtpSink {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 serde_json::from_str(l).map_err(|source| Error::Json {
-                    command: self.command.clone(),
+                    command: self.script.command().to_owned(),
                     output: l.to_owned(),
                     source,
                 })
@@ -210,17 +150,10 @@ impl SmtpSink {
 }
 
 impl Drop for SmtpSink {
+    /// SIGTERM first, so that it ends in order; [`Script`] kills it after
+    /// 3 s.
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            cmd::signal(self.child.id(), libc::SIGTERM);
-            if !matches!(
-                cmd::wait_within(&mut self.child, Duration::from_secs(3)),
-                Ok(Some(_))
-            ) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
+        let _ = self.script.terminate(Duration::from_secs(3));
     }
 }
 

@@ -173,21 +173,10 @@ impl TopologyBuilder {
         hv.sysctl("net.ipv6.conf.all.forwarding", "1")?;
 
         // hv <-> internet
-        hv.ip([
-            "link",
-            "add",
-            UPLINK_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            internet.name(),
-        ])?;
-        add_addrs(&hv, UPLINK_IF, UPLINK_V4, UPLINK_V6)?;
-        add_addrs(&internet, "eth0", SINK_V4, SINK_V6)?;
-        add_addrs(&internet, "eth0", RELAY_V4, RELAY_V6)?;
+        hv.veth_to(UPLINK_IF, &internet, "eth0")?;
+        hv.add_addrs(UPLINK_IF, UPLINK_V4, UPLINK_V6)?;
+        internet.add_addrs("eth0", SINK_V4, SINK_V6)?;
+        internet.add_addrs("eth0", RELAY_V4, RELAY_V6)?;
         hv.ip(["link", "set", UPLINK_IF, "up"])?;
         internet.ip(["link", "set", "eth0", "up"])?;
         default_routes(&internet, UPLINK_V4, UPLINK_V6)?;
@@ -205,7 +194,7 @@ impl TopologyBuilder {
                 "mcast_snooping",
                 "0",
             ])?;
-            add_addrs(&hv, BRIDGE_IF, bridge4, bridge6)?;
+            hv.add_addrs(BRIDGE_IF, bridge4, bridge6)?;
             hv.ip(["link", "set", BRIDGE_IF, "up"])?;
         }
 
@@ -301,26 +290,15 @@ impl AddressPlan {
 fn plug_vm(hv: &Netns, vm: &Vm) -> Result<()> {
     let host_if = vm.host_if.as_str();
     no_dad(&vm.ns)?;
-    hv.ip([
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        vm.ns.name(),
-    ])?;
+    hv.veth_to(host_if, &vm.ns, "eth0")?;
     match vm.link {
-        Link::Routed => add_addrs(hv, host_if, vm.gateway4, vm.gateway6)?,
+        Link::Routed => hv.add_addrs(host_if, vm.gateway4, vm.gateway6)?,
         Link::Bridged => {
             hv.ip(["link", "set", host_if, "master", BRIDGE_IF])?;
         }
     }
     hv.ip(["link", "set", host_if, "up"])?;
-    add_addrs(&vm.ns, "eth0", vm.ipv4, vm.ipv6)?;
+    vm.ns.add_addrs("eth0", vm.ipv4, vm.ipv6)?;
     vm.ns.ip(["link", "set", "eth0", "up"])?;
     default_routes(&vm.ns, vm.gateway4, vm.gateway6)
 }
@@ -328,20 +306,6 @@ fn plug_vm(hv: &Netns, vm: &Vm) -> Result<()> {
 fn no_dad(ns: &Netns) -> Result<()> {
     ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
     ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-    Ok(())
-}
-
-fn add_addrs(ns: &Netns, dev: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
-    ns.ip(["addr", "add", &format!("{v4}/24"), "dev", dev])?;
-    ns.ip([
-        "-6",
-        "addr",
-        "add",
-        &format!("{v6}/64"),
-        "dev",
-        dev,
-        "nodad",
-    ])?;
     Ok(())
 }
 

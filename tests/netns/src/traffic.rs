@@ -10,24 +10,19 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader},
+    ffi::OsString,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Stdio},
-    sync::mpsc,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::Deserialize;
 
 use crate::{
-    cmd::{self, describe},
     error::{Error, Result},
     names::TempDir,
     netns::Netns,
-    smtp::python,
+    script::Script,
     topology::Vm,
 };
 
@@ -37,17 +32,14 @@ pub const STREAM_SCRIPT: &str = include_str!("../../fixtures/syn_stream.py");
 pub const CAPTURE_SCRIPT: &str = include_str!("../../fixtures/syn_capture.py");
 
 /// A python script running in a namespace until told to stop, which then
-/// writes its result as JSON to a file.
+/// writes its result as JSON to a file (`--out FILE`).
 #[derive(Debug)]
-struct Script {
-    child: Child,
-    command: String,
+struct Reporter {
+    script: Script,
     out: PathBuf,
-    stderr: PathBuf,
-    _dir: TempDir,
 }
 
-impl Script {
+impl Reporter {
     /// Starts `source` with `args` (and `--out FILE`) in `ns`, and waits for
     /// it to print `ready_word`.
     fn start(
@@ -58,105 +50,36 @@ impl Script {
         ready_word: &str,
     ) -> Result<Self> {
         let dir = TempDir::new(what)?;
-        let script = dir.write(&format!("{what}.py"), source)?;
         let out = dir.path().join("result.json");
-        let stderr = dir.path().join("stderr.log");
-        let stderr_file = std::fs::File::create(&stderr)
-            .map_err(|e| Error::io(format!("creating {}", stderr.display()), e))?;
-        let mut cmd = ns.command(python());
-        cmd.arg("-u").arg(&script).args(args).arg("--out").arg(&out);
-        let command = describe(&cmd);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr_file)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        let stdout = child.stdout.take();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            if let Some(out) = stdout {
-                for line in BufReader::new(out)
-                    .lines()
-                    .map_while(std::result::Result::ok)
-                {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let script = Self {
-            child,
-            command,
-            out,
-            stderr,
-            _dir: dir,
-        };
-        let timeout = Duration::from_secs(15);
-        let deadline = Instant::now() + timeout;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(line) if line.starts_with(ready_word) => return Ok(script),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    thread::sleep(Duration::from_millis(100));
-                    return Err(Error::Other(format!(
-                        "`{}` ended before it printed {ready_word:?}\n--- stderr ---\n{}",
-                        script.command,
-                        script.stderr()
-                    )));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("`{}` to print {ready_word:?}", script.command),
-                    timeout,
-                    details: format!("--- stderr ---\n{}", script.stderr()),
-                });
-            }
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+        all.extend(["--out".into(), out.clone().into()]);
+        let script = Script::start(ns, dir, what, source, &all, ready_word)?;
+        Ok(Self { script, out })
     }
 
     /// SIGTERM, wait for the end, read the result.
     fn finish<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T> {
-        cmd::signal(self.child.id(), libc::SIGTERM);
         let timeout = Duration::from_secs(15);
-        let Some(status) = cmd::wait_within(&mut self.child, timeout)? else {
+        let Some(status) = self.script.terminate(timeout)? else {
             return Err(Error::Timeout {
-                what: format!("`{}` to end after SIGTERM", self.command),
+                what: format!("`{}` to end after SIGTERM", self.script.command()),
                 timeout,
-                details: format!("--- stderr ---\n{}", self.stderr()),
+                details: format!("--- stderr ---\n{}", self.script.stderr()),
             });
         };
         let text = std::fs::read_to_string(&self.out).map_err(|e| {
             Error::Other(format!(
                 "`{}` ended ({status}) without a result in {}: {e}\n--- stderr ---\n{}",
-                self.command,
+                self.script.command(),
                 self.out.display(),
-                self.stderr()
+                self.script.stderr()
             ))
         })?;
         serde_json::from_str(&text).map_err(|source| Error::Json {
-            command: self.command.clone(),
+            command: self.script.command().to_owned(),
             output: text,
             source,
         })
-    }
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -177,7 +100,7 @@ pub struct Sent {
 /// [`SynStream::stop`]. Killed on drop.
 #[derive(Debug)]
 pub struct SynStream {
-    script: Script,
+    script: Reporter,
 }
 
 impl SynStream {
@@ -209,7 +132,7 @@ impl SynStream {
             ]);
         }
         Ok(Self {
-            script: Script::start(&vm.ns, "syn-stream", STREAM_SCRIPT, &args, "sending")?,
+            script: Reporter::start(&vm.ns, "syn-stream", STREAM_SCRIPT, &args, "sending")?,
         })
     }
 
@@ -270,7 +193,7 @@ impl Captured {
 /// namespace, from when it starts until [`SynCapture::stop`]. Killed on drop.
 #[derive(Debug)]
 pub struct SynCapture {
-    script: Script,
+    script: Reporter,
 }
 
 impl SynCapture {
@@ -281,7 +204,7 @@ impl SynCapture {
             args.extend(["--port".to_owned(), port.to_string()]);
         }
         Ok(Self {
-            script: Script::start(ns, "syn-capture", CAPTURE_SCRIPT, &args, "capturing")?,
+            script: Reporter::start(ns, "syn-capture", CAPTURE_SCRIPT, &args, "capturing")?,
         })
     }
 
@@ -294,24 +217,15 @@ impl SynCapture {
 
 /// The MAC address of interface `dev` of namespace `ns`.
 pub fn mac_address(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(["-j", "link", "show", "dev", dev])?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
-            command: out.command.clone(),
-            output: out.stdout.clone(),
-            source,
-        })?;
-    let text = doc[0]["address"].as_str().unwrap_or_default();
+    let link = ns.link_json(dev)?;
+    let text = link["address"].as_str().unwrap_or_default();
     let bytes: Vec<u8> = text
         .split(':')
         .filter_map(|b| u8::from_str_radix(b, 16).ok())
         .collect();
-    bytes.try_into().map_err(|_| {
-        Error::Other(format!(
-            "no MAC address for {dev} in `{}`: {}",
-            out.command, out.stdout
-        ))
-    })
+    bytes
+        .try_into()
+        .map_err(|_| Error::Other(format!("no MAC address for {dev} in {}: {link}", ns.name())))
 }
 
 /// Sends each of `frames` (whole Ethernet frames, as they are) out of

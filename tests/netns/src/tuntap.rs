@@ -185,17 +185,7 @@ impl VmDevice {
     /// Gives the host-side interface the VM's gateway addresses (a /24 and
     /// a /64), so that the host routes what the VM sends.
     pub fn gateway(&self, ns: &Netns, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
-        ns.ip(["addr", "add", &format!("{v4}/24"), "dev", &self.name])?;
-        ns.ip([
-            "-6",
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            &self.name,
-            "nodad",
-        ])?;
-        Ok(())
+        ns.add_addrs(&self.name, v4, v6)
     }
 
     /// Writes one frame with its `virtio_net_hdr`, as the guest's driver
@@ -399,15 +389,9 @@ fn open(path: &str) -> Result<OwnedFd> {
 
 /// The ifindex of `dev` in `ns`.
 pub fn ifindex(ns: &Netns, dev: &str) -> Result<u32> {
-    let out = ns.ip(["-j", "link", "show", "dev", dev])?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&out.stdout).map_err(|source| Error::Json {
-            command: out.command.clone(),
-            output: out.stdout.clone(),
-            source,
-        })?;
-    doc[0]["ifindex"]
+    let link = ns.link_json(dev)?;
+    link["ifindex"]
         .as_u64()
         .and_then(|i| u32::try_from(i).ok())
-        .ok_or_else(|| Error::Other(format!("no ifindex in `{}`: {}", out.command, out.stdout)))
+        .ok_or_else(|| Error::Other(format!("no ifindex for {dev} in {}: {link}", ns.name())))
 }

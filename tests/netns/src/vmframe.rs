@@ -116,13 +116,9 @@ impl Segment {
         payload: Vec<u8>,
     ) -> Self {
         Self {
-            src,
-            dst,
-            sport,
-            dport,
-            seq,
             flags: TCP_ACK | TCP_PSH,
             payload,
+            ..Self::syn(src, dst, sport, dport, seq)
         }
     }
 

@@ -143,9 +143,12 @@ fn a_failed_build_removes_what_it_created() -> Result<()> {
         "the error should name the command: {err}"
     );
     // Only this test uses the name vm-ok: its namespaces must be gone.
+    // (Other processes on the machine, other runs of this test among them,
+    // may have theirs: only this process's names count.)
+    let ours = format!("egt-{}-", std::process::id());
     let left: Vec<_> = existing_namespaces()
         .into_iter()
-        .filter(|n| n.ends_with("-vm-ok"))
+        .filter(|n| n.starts_with(&ours) && n.ends_with("-vm-ok"))
         .collect();
     ensure!(left.is_empty(), "left behind: {left:?}");
     Ok(())

@@ -3,16 +3,14 @@
 //! receiver in the internet namespace that counts and hashes what arrives.
 
 use std::{
-    io::{BufRead, BufReader},
     net::IpAddr,
-    os::unix::process::CommandExt as _,
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use super::Guest;
 use crate::{
-    cmd::{self, describe},
+    cmd,
     error::{Error, Result},
     names::unique_tag,
     netns::Netns,
@@ -218,40 +216,18 @@ impl BulkReceiver {
     pub fn start(ns: &Netns, addr: IpAddr, port: u16) -> Result<Self> {
         let mut cmd = ns.command(python());
         cmd.args(["-u", "-c", RECEIVER, &addr.to_string(), &port.to_string()]);
-        let command = describe(&cmd);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        let out = child.stdout.take();
-        std::thread::spawn(move || {
-            if let Some(out) = out {
-                for l in BufReader::new(out)
-                    .lines()
-                    .map_while(std::result::Result::ok)
-                {
-                    let _ = tx.send(l);
-                }
-            }
-        });
+        let spawned = cmd::spawn_with_lines(&mut cmd, Stdio::inherit(), None)?;
         let r = Self {
             addr,
             port,
-            child,
-            lines,
-            command,
+            child: spawned.child,
+            lines: spawned.lines,
+            command: spawned.command,
         };
-        match r.lines.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) if l == "listening" => Ok(r),
-            other => Err(Error::Other(format!(
-                "the bulk receiver `{}` did not listen: {other:?}",
+        match cmd::await_line(&r.lines, Duration::from_secs(10), |l| l == "listening") {
+            Ok(_) => Ok(r),
+            Err(why) => Err(Error::Other(format!(
+                "the bulk receiver `{}` did not listen: {why:?}",
                 r.command
             ))),
         }

@@ -17,7 +17,7 @@ use egress_guard_tests::netns::{
 };
 use serde_json::Value;
 
-use crate::streams::{Seen, Stream};
+use super::streams::{Seen, Stream};
 
 /// The hook settings of a policy, each tried in turn.
 pub const HOOKS: [&str; 4] = ["tc", "xdp", "xdp-generic", "auto"];
@@ -162,7 +162,27 @@ pub struct Case<'a> {
     pub streams: Vec<Stream>,
 }
 
-impl Case<'_> {
+impl<'a> Case<'a> {
+    /// A case of routed devices (taps, L3 tuns), captured behind the
+    /// hypervisor (on the internet namespace's `eth0`), none scattered.
+    pub fn routed(
+        lab: &'a Lab,
+        blocked: Vec<&'a VmDevice>,
+        exempt: Vec<&'a VmDevice>,
+        streams: Vec<Stream>,
+    ) -> Self {
+        Self {
+            lab,
+            blocked,
+            exempt,
+            scattered: vec![],
+            peer_mac: None,
+            capture_ns: &lab.topo.internet,
+            capture_if: "eth0",
+            streams,
+        }
+    }
+
     /// The round without the agent, which must see everything arrive, then
     /// one round per hook setting; fails with every problem found.
     pub fn run(&self) -> Result<()> {

@@ -18,6 +18,7 @@ use egress_guard_tests::{
 /// `check` on each hostile file: the clear error, exit status 2, at once.
 #[test]
 fn check_refuses_each_hostile_file_at_once() -> Result<()> {
+    let _serial = crate::fixtures::serial::shared(module_path!());
     let dir = TempDir::new("check")?;
     let bin = agent_bin()?;
     let mut cases = cases();

@@ -23,6 +23,8 @@ use egress_guard_common::{
 };
 use egress_guard_tests::testrun::{self, Hook, Verdict};
 
+use crate::fixtures::serial;
+
 const VM_KEY: u64 = 0xB10C;
 /// The ifindex of a test run without a context.
 const IFINDEX: u32 = 1;
@@ -92,6 +94,7 @@ fn v4(a: [u8; 4]) -> [u8; 16] {
 
 #[test]
 fn a_syn_to_a_held_port_is_an_attempt_and_its_event_says_who_where_and_when() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::new(MODE_ENFORCE, VERDICT_BLOCK);
     let before = monotonic_ns();
 
@@ -170,6 +173,7 @@ fn a_syn_to_a_held_port_is_an_attempt_and_its_event_says_who_where_and_when() {
 
 #[test]
 fn events_beyond_the_vms_rate_are_counted_as_lost_and_every_attempt_is_counted() {
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::new(MODE_ENFORCE, VERDICT_BLOCK);
     let sent = 40u64;
     for i in 0..sent / 2 {
@@ -202,6 +206,7 @@ fn events_beyond_the_vms_rate_are_counted_as_lost_and_every_attempt_is_counted()
 
 #[test]
 fn audit_mode_reports_attempts_that_pass_and_allowed_vms_have_none() {
+    let _serial = serial::shared(module_path!());
     let mut audit = Bench::new(MODE_AUDIT, VERDICT_BLOCK);
     let syn = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
     assert_eq!(audit.run(&syn), (false, false), "audit holds nothing back");
@@ -229,6 +234,7 @@ fn events_that_find_the_ring_full_are_counted_as_ring_full() {
     // More VMs than the ring holds bursts of: each VM's first 10 SYNs are
     // within its rate, and the ring (256 KiB, 72 bytes a record) fills.
     const VMS: u64 = 400;
+    let _serial = serial::shared(module_path!());
     let mut bench = Bench::new(MODE_ENFORCE, VERDICT_BLOCK);
     let frame = Frame::tcp4(VM4, INTERNET4, 40000, 25).build();
     for vm in 0..VMS {

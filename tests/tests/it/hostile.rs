@@ -14,7 +14,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     process::Command,
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -35,14 +34,6 @@ const RATE: u32 = 100;
 const SENDING: Duration = Duration::from_millis(1500);
 /// `/healthz` and `/metrics` must answer within this, every time.
 const HEALTHZ_WITHIN: Duration = Duration::from_secs(1);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// `vm-ok` is allowed; every other `vm*` interface belongs to no VM and is
 /// blocked.
@@ -94,7 +85,7 @@ fn healthz_until(
 
 #[test]
 fn a_hostile_policy_file_never_stalls_the_agent_nor_lets_a_new_vm_through() -> Result<()> {
-    let _serial = serial();
+    let _serial = crate::fixtures::serial::exclusive();
     require_root()?;
     let dir = TempDir::new("policy")?;
     let topo = Topology::builder().routed_vm("vm-ok").build()?;
@@ -231,7 +222,7 @@ fn large_policy(n: usize) -> String {
 /// work fails it (131 of 591 SYNs escaped, `/metrics` took 1.02 s).
 #[test]
 fn a_large_file_is_read_off_the_event_loop() -> Result<()> {
-    let _serial = serial();
+    let _serial = crate::fixtures::serial::exclusive();
     require_root()?;
     let dir = TempDir::new("policy")?;
     let topo = Topology::builder().routed_vm("vm-ok").build()?;
@@ -341,7 +332,7 @@ fn await_no_rejection(agent: &Agent<'_>) -> Result<()> {
 /// reads again.
 #[test]
 fn a_restart_on_a_hostile_policy_or_state_keeps_what_is_pinned() -> Result<()> {
-    let _serial = serial();
+    let _serial = crate::fixtures::serial::exclusive();
     require_root()?;
     let dir = TempDir::new("policy")?;
     let topo = Topology::builder()

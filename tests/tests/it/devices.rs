@@ -20,11 +20,8 @@
 //! macvtap under `action: reset` and `icmp`. Needs root and
 //! `$EGRESS_GUARD_BIN`.
 
-#[path = "devices/harness.rs"]
 mod harness;
-#[path = "devices/replies.rs"]
 mod replies;
-#[path = "devices/streams.rs"]
 mod streams;
 
 use std::{
@@ -41,6 +38,8 @@ use egress_guard_tests::netns::{
 };
 use harness::{Case, HOOKS, Lab, policy};
 use streams::{Plan, Shape};
+
+use crate::fixtures::serial;
 
 /// The gateway (`.1`, `::1`) and VM (`.2`, `::2`) addresses of routed
 /// device `k`: 10.77.k.0/24 and fd77:0:k::/64.
@@ -83,6 +82,7 @@ fn macvtap_plan(dev: &VmDevice, host: u8, blocked: bool) -> Plan {
 
 #[test]
 fn tap_vnet_hdr_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     let blocked = VmDevice::tap(hv, "tap-blk", 0)?;
@@ -105,20 +105,15 @@ fn tap_vnet_hdr_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
         42_000,
     ));
     Case {
-        lab: &lab,
-        blocked: vec![&blocked, &frags],
-        exempt: vec![&exempt],
         scattered: vec!["tap-frags"],
-        peer_mac: None,
-        capture_ns: &lab.topo.internet,
-        capture_if: "eth0",
-        streams,
+        ..Case::routed(&lab, vec![&blocked, &frags], vec![&exempt], streams)
     }
     .run()
 }
 
 #[test]
 fn macvtap_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let (hv, inet) = (lab.hv(), &lab.topo.internet);
     let peer_mac = lab.macvtap_lower()?;
@@ -131,20 +126,17 @@ fn macvtap_frames_to_25_are_held_back_under_every_hook() -> Result<()> {
     );
     streams.extend(macvtap_plan(&exempt, 11, false).streams(&[Shape::Syn], &[25], 44_000));
     Case {
-        lab: &lab,
-        blocked: vec![&blocked],
-        exempt: vec![&exempt],
-        scattered: vec![],
         peer_mac: Some(peer_mac),
         capture_ns: inet,
         capture_if: "mv-peer",
-        streams,
+        ..Case::routed(&lab, vec![&blocked], vec![&exempt], streams)
     }
     .run()
 }
 
 #[test]
 fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     let blocked = VmDevice::l3_tun(hv, "l3-blk")?;
@@ -152,17 +144,7 @@ fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
     let shapes = [Shape::Syn, Shape::Data(1000)];
     let mut streams = routed(&lab, &blocked, 220, true)?.streams(&shapes, &[25, 587], 45_000);
     streams.extend(routed(&lab, &exempt, 221, false)?.streams(&shapes, &[25], 46_000));
-    Case {
-        lab: &lab,
-        blocked: vec![&blocked],
-        exempt: vec![&exempt],
-        scattered: vec![],
-        peer_mac: None,
-        capture_ns: &lab.topo.internet,
-        capture_if: "eth0",
-        streams,
-    }
-    .run()
+    Case::routed(&lab, vec![&blocked], vec![&exempt], streams).run()
 }
 
 /// Under `reset` and `icmp`, a blocked guest's SYNs to 25 (IPv4 and IPv6)
@@ -172,6 +154,7 @@ fn l3_tun_packets_to_25_are_held_back_under_every_hook() -> Result<()> {
 /// solicitation), so no reply can come from anywhere but the agent.
 #[test]
 fn tap_macvtap_and_tun_guests_get_the_reset_and_icmp_replies_under_every_hook() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     let peer_mac = lab.macvtap_lower()?;
@@ -258,6 +241,7 @@ fn tap_macvtap_and_tun_guests_get_the_reset_and_icmp_replies_under_every_hook() 
 /// XDP is honoured, gets none. The report itself is unchanged.
 #[test]
 fn check_warns_where_xdp_is_overridden_naming_the_interface_and_kind() -> Result<()> {
+    let _serial = serial::shared(module_path!());
     let lab = Lab::new()?;
     let hv = lab.hv();
     lab.macvtap_lower()?;
