@@ -291,31 +291,28 @@ impl Maps {
 
     /// The counters of every VM key, summed over CPUs.
     pub fn counters_by_key(&self) -> Result<std::collections::HashMap<u64, Counters>, MapsError> {
-        let mut totals = std::collections::HashMap::new();
-        for item in &self.counters {
-            let (key, per_cpu) = item.map_err(|source| MapsError::Map {
-                name: shared::COUNTERS,
-                source,
-            })?;
-            let total: &mut Counters = totals.entry(key).or_default();
-            for value in per_cpu.iter() {
-                total.add(&value.counters);
-            }
-        }
-        Ok(totals)
+        self.sum_by_key(|total: &mut Counters, v| total.add(&v.counters))
     }
 
     /// The blocked connection attempts of every VM key, summed over CPUs.
     pub fn attempts_by_key(&self) -> Result<std::collections::HashMap<u64, Attempts>, MapsError> {
+        self.sum_by_key(|total: &mut Attempts, v| total.add(&v.attempts))
+    }
+
+    /// One part of every VM's per-CPU record, summed over CPUs by `add`.
+    fn sum_by_key<T: Default>(
+        &self,
+        add: impl Fn(&mut T, &VmStats),
+    ) -> Result<std::collections::HashMap<u64, T>, MapsError> {
         let mut totals = std::collections::HashMap::new();
         for item in &self.counters {
             let (key, per_cpu) = item.map_err(|source| MapsError::Map {
                 name: shared::COUNTERS,
                 source,
             })?;
-            let total: &mut Attempts = totals.entry(key).or_default();
+            let total: &mut T = totals.entry(key).or_default();
             for value in per_cpu.iter() {
-                total.add(&value.attempts);
+                add(total, value);
             }
         }
         Ok(totals)

@@ -168,82 +168,51 @@ impl Counters {
     }
 }
 
+/// `Type size field@offset ...`: one line of [`fingerprint`].
+macro_rules! layout {
+    ($ty:ident $(, $field:ident)* $(; $extra:expr)?) => {{
+        let mut line = format!("{} {}", stringify!($ty), core::mem::size_of::<$ty>());
+        $(line.push_str(&format!(
+            " {}@{}",
+            stringify!($field),
+            core::mem::offset_of!($ty, $field)
+        ));)*
+        $(line.push_str(&$extra);)?
+        line
+    }};
+}
+
 /// The size of every ABI type and the offset of each of its fields, as one
 /// line each. A layout change shows here; a test holds it to the layout
 /// version (`maps::tests`).
 pub fn fingerprint() -> String {
-    use core::mem::{offset_of, size_of};
     let lines = [
-        format!(
-            "IfaceEntry {} vm_key@{} verdict@{} flags@{}",
-            size_of::<IfaceEntry>(),
-            offset_of!(IfaceEntry, vm_key),
-            offset_of!(IfaceEntry, verdict),
-            offset_of!(IfaceEntry, flags)
+        layout!(IfaceEntry, vm_key, verdict, flags),
+        layout!(
+            Config,
+            mode,
+            action,
+            generation,
+            reply_interval_ns,
+            reply_burst
         ),
-        format!(
-            "Config {} mode@{} action@{} generation@{} reply_interval_ns@{} reply_burst@{}",
-            size_of::<Config>(),
-            offset_of!(Config, mode),
-            offset_of!(Config, action),
-            offset_of!(Config, generation),
-            offset_of!(Config, reply_interval_ns),
-            offset_of!(Config, reply_burst)
+        layout!(FragKey, ifindex, id, src, dst, version, proto),
+        layout!(FragEntry, seen_ns, header_end, verdict, reason),
+        layout!(Counters, packets, bytes; format!(" reasons {}", reason::COUNT)),
+        layout!(
+            AttemptEvent,
+            ts_ns,
+            vm_key,
+            ifindex,
+            src_port,
+            dst_port,
+            src,
+            dst,
+            family,
+            flags
         ),
-        format!(
-            "FragKey {} ifindex@{} id@{} src@{} dst@{} version@{} proto@{}",
-            size_of::<FragKey>(),
-            offset_of!(FragKey, ifindex),
-            offset_of!(FragKey, id),
-            offset_of!(FragKey, src),
-            offset_of!(FragKey, dst),
-            offset_of!(FragKey, version),
-            offset_of!(FragKey, proto)
-        ),
-        format!(
-            "FragEntry {} seen_ns@{} header_end@{} verdict@{} reason@{}",
-            size_of::<FragEntry>(),
-            offset_of!(FragEntry, seen_ns),
-            offset_of!(FragEntry, header_end),
-            offset_of!(FragEntry, verdict),
-            offset_of!(FragEntry, reason)
-        ),
-        format!(
-            "Counters {} packets@{} bytes@{} reasons {}",
-            size_of::<Counters>(),
-            offset_of!(Counters, packets),
-            offset_of!(Counters, bytes),
-            reason::COUNT
-        ),
-        format!(
-            "AttemptEvent {} ts_ns@{} vm_key@{} ifindex@{} src_port@{} dst_port@{} src@{} dst@{} family@{} flags@{}",
-            size_of::<AttemptEvent>(),
-            offset_of!(AttemptEvent, ts_ns),
-            offset_of!(AttemptEvent, vm_key),
-            offset_of!(AttemptEvent, ifindex),
-            offset_of!(AttemptEvent, src_port),
-            offset_of!(AttemptEvent, dst_port),
-            offset_of!(AttemptEvent, src),
-            offset_of!(AttemptEvent, dst),
-            offset_of!(AttemptEvent, family),
-            offset_of!(AttemptEvent, flags)
-        ),
-        format!(
-            "Attempts {} attempts@{} events@{} rate_limited@{} ring_full@{}",
-            size_of::<Attempts>(),
-            offset_of!(Attempts, attempts),
-            offset_of!(Attempts, events),
-            offset_of!(Attempts, rate_limited),
-            offset_of!(Attempts, ring_full)
-        ),
-        format!(
-            "VmStats {} counters@{} attempts@{} event_due_ns@{} reply_due_ns@{}",
-            size_of::<VmStats>(),
-            offset_of!(VmStats, counters),
-            offset_of!(VmStats, attempts),
-            offset_of!(VmStats, event_due_ns),
-            offset_of!(VmStats, reply_due_ns)
-        ),
+        layout!(Attempts, attempts, events, rate_limited, ring_full),
+        layout!(VmStats, counters, attempts, event_due_ns, reply_due_ns),
     ];
     lines.join("\n")
 }
