@@ -66,11 +66,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1");
+        let artifacts = dir.join("artifacts").join(target);
         run_visible(&mut cmd).with_context(|| {
-            format!(
-                "the fuzzer found a disagreement (the input is in {}/artifacts/{target})",
-                dir.display()
-            )
+            // A failure with no input saved is not a finding: the target did
+            // not build or run (its output is above).
+            let found = std::fs::read_dir(&artifacts).is_ok_and(|mut d| d.next().is_some());
+            if found {
+                format!(
+                    "the fuzzer found a disagreement (the input is in {})",
+                    artifacts.display()
+                )
+            } else {
+                format!("the fuzz target {target} did not build or run (see its output above)")
+            }
         })?;
     }
     if args.update_corpus {

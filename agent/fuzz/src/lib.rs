@@ -3,3 +3,7 @@
 
 #[path = "../../src/policy/mod.rs"]
 pub mod policy;
+
+/// `check`'s report writes its table through it.
+#[path = "../../src/table.rs"]
+pub mod table;
