@@ -175,33 +175,43 @@ impl Agent {
         // onto a file that does not read or validate keeps enforcing that
         // policy, so that new interfaces are enforced too, instead of
         // exiting into a restart loop; the file's errors are the rejection.
-        // A first start on an invalid file still refuses to start.
-        let fallback = match &read {
-            Ok(bytes) => policy::from_bytes(policy_path, bytes)
-                .err()
-                .and_then(|e| last_good(&states).map(|good| (good, e.to_string()))),
-            Err(e) => last_good(&states).map(|good| (good, e.to_string())),
+        // A first start on an invalid file still refuses to start. The
+        // valid file, the usual case, is parsed once, while the programs
+        // load.
+        let (capacities, input) = match read {
+            // Sized from a count of the file's VMs made before it is read;
+            // a policy that turns out larger grows the maps at the first
+            // reconcile.
+            Ok(bytes) => (Capacities::for_vms(policy::estimate_vms(&bytes)), Ok(bytes)),
+            Err(e) => {
+                let Some(good) = last_good(&states) else {
+                    return Err(e.into());
+                };
+                (
+                    Capacities::for_vms(good.vms.len()),
+                    Err((good, e.to_string())),
+                )
+            }
         };
-        let (policy_path_read, bytes, rejected) = match (read, fallback) {
-            (_, Some(((copy, bytes), e))) => (copy, bytes, Some(e)),
-            (Ok(bytes), None) => (policy_path.to_owned(), bytes, None),
-            (Err(e), None) => return Err(e.into()),
-        };
-        let bytes_len = bytes.len();
-        // Sized from a count of the file's VMs made before it is read;
-        // a policy that turns out larger grows the maps at the first
-        // reconcile.
-        let capacities = Capacities::for_vms(policy::estimate_vms(&bytes));
         // The pin directory goes to the datapath, which owns it from here.
         let staging = std::thread::Builder::new()
             .name("load-programs".to_owned())
             .spawn(move || Datapath::stage(&pins, capacities))
             .map_err(AgentError::Thread)?;
-        let policy = policy::from_vec(&policy_path_read, bytes);
+        let parsed = match input {
+            Ok(bytes) => policy::from_vec(policy_path, bytes).map(|p| (p, None)),
+            Err((good, why)) => Ok((good, Some(why))),
+        };
         let staged = staging
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let policy = policy?;
+        let (policy, rejected) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => match last_good(&states) {
+                Some(good) => (good, Some(e.to_string())),
+                None => return Err(e.into()),
+            },
+        };
         // The state is the agent's own memory, not its input: one that does
         // not read is set aside (the policy file is the truth, and what is
         // pinned stays enforced meanwhile), and rewritten at the first save.
@@ -257,7 +267,6 @@ impl Agent {
             warn!(
                 file = %policy_path.display(),
                 in_force = %agent.policy.hash,
-                bytes = bytes_len,
                 "the policy file does not read or validate: the policy in force before the restart stays until the file is fixed"
             );
             agent.reject(String::new(), &e, Utc::now())?;
@@ -316,13 +325,11 @@ pub(super) fn commit_datapath(staged: Staged) -> Result<Datapath, AgentError> {
 }
 
 /// The policy in force before a restart: the state's policy, read from its
-/// copy (checked against its sha256) and valid with this build; with the
-/// copy's path. None when there is none, or it does not read.
-fn last_good(states: &StateDir) -> Option<(PathBuf, Vec<u8>)> {
+/// copy (checked against its sha256) and valid with this build. None when
+/// there is none, or it does not read.
+fn last_good(states: &StateDir) -> Option<Policy> {
     let state = states.load().ok()??;
     let hash = state.policy?.hash;
     let bytes = states.load_policy(&hash).ok()??;
-    let copy = states.policy_file(&hash);
-    policy::from_bytes(&copy, &bytes).ok()?;
-    Some((copy, bytes))
+    policy::from_vec(&states.policy_file(&hash), bytes).ok()
 }
