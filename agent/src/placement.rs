@@ -38,6 +38,20 @@ impl Coverage {
         }
     }
 
+    /// What an operator must know of a placement this far proven, if
+    /// anything: said by `run` in its log and by `check` on stderr.
+    pub fn caveat(self) -> Option<&'static str> {
+        match self {
+            Coverage::Verified => None,
+            Coverage::Reasoned => Some(
+                "coverage of this kind of device is reasoned from the kernel's code, not tested here: it takes the same hook as a macvtap",
+            ),
+            Coverage::Unverified => Some(
+                "coverage of this kind of device is unverified: egress-guard has no rule for it and does not know that its VM's frames pass this hook (docs/datapath.md lists the verified kinds)",
+            ),
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == text)
     }
@@ -193,6 +207,14 @@ mod tests {
                 assert_eq!(p.overridden, None);
             }
         }
+        // Said by run and check alike; a verified kind has nothing to say.
+        assert!(
+            Coverage::Unverified
+                .caveat()
+                .is_some_and(|c| c.contains("unverified"))
+        );
+        assert!(Coverage::Reasoned.caveat().is_some());
+        assert_eq!(Coverage::Verified.caveat(), None);
         let vxlan = DevKind::Other("vxlan".into());
         assert_eq!(place(policy::Hook::Auto, &vxlan).hook, Hook::Tc);
         assert_eq!(place(policy::Hook::Xdp, &vxlan).hook, Hook::Xdp);

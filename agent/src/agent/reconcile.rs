@@ -28,9 +28,7 @@ use super::core::{Agent, AgentError, Reconciled, commit_datapath};
 use crate::{
     datapath::{Capacities, Hook, KernelState, SyncReport},
     desired::{self, Target},
-    netdev,
-    placement::Coverage,
-    policy,
+    netdev, policy,
     state::EnforcedInterface,
 };
 
@@ -252,20 +250,13 @@ pub(super) fn warn_placement(target: &Target) {
             "the policy's hook cannot see this interface's VM traffic: {why}"
         );
     }
-    match target.placement.coverage {
-        Coverage::Verified => {}
-        Coverage::Reasoned => warn!(
+    if let Some(caveat) = target.placement.coverage.caveat() {
+        warn!(
             interface = %dev.name,
             kind = %dev.kind,
             hook = %target.hook,
-            "coverage of this kind of device is reasoned from the kernel's code, not tested here: it takes the same hook as a macvtap"
-        ),
-        Coverage::Unverified => warn!(
-            interface = %dev.name,
-            kind = %dev.kind,
-            hook = %target.hook,
-            "coverage of this kind of device is unverified: egress-guard has no rule for it and does not know that its VM's frames pass this hook (docs/datapath.md lists the verified kinds)"
-        ),
+            "{caveat}"
+        );
     }
     if target.replies_lost {
         warn!(

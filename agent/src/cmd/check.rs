@@ -12,7 +12,7 @@ use thiserror::Error;
 use super::Format;
 use crate::{
     netdev::NetDev,
-    placement::{self, Coverage},
+    placement,
     policy::{self, Policy, PolicyError, report},
 };
 
@@ -82,16 +82,11 @@ pub fn placement_warnings(
                 setting.as_str()
             ));
         }
-        match p.coverage {
-            Coverage::Verified => {}
-            Coverage::Reasoned => lines.push(format!(
-                "interface {} ({}): enforced on {}, reasoned from the kernel's code but not tested here",
+        if let Some(caveat) = p.coverage.caveat() {
+            lines.push(format!(
+                "interface {} ({}): enforced on {}: {caveat}",
                 dev.name, dev.kind, p.hook
-            )),
-            Coverage::Unverified => lines.push(format!(
-                "interface {} ({}): enforced on {}, but coverage of this kind of device is unverified: egress-guard has no rule for it",
-                dev.name, dev.kind, p.hook
-            )),
+            ));
         }
     }
     lines
